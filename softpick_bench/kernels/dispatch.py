@@ -19,9 +19,15 @@ def attention_forward(
     mask: torch.Tensor | None,
     scale: float,
     causal: bool = False,
+    probs_transform=None,
 ) -> torch.Tensor:
     """q (B, Hq, Q, D), k/v (B, Hkv, K, D), boolean mask broadcastable to (B, Hq, Q, K).
 
+    probs_transform: optional function applied to the normalised weights before they
+    multiply V (attention-probability quantization); it needs the weights
+    materialised, so it runs the reference path on every device.
     Returns (B, Hq, Q, D) in q's dtype.
     """
-    return reference.attention(q, k, v, kind=kind, mask=mask, causal=causal, scale=scale)
+    return reference.attention(
+        q, k, v, kind=kind, mask=mask, causal=causal, scale=scale, probs_transform=probs_transform
+    )

@@ -104,13 +104,15 @@ def attention(
     causal: bool = False,
     scale: float | None = None,
     return_weights: bool = False,
+    probs_transform=None,
 ):
     """Materialised attention, the reference for every kernel.
 
     q: (B, Hq, Q, D); k, v: (B, Hkv, K, D) with Hq a multiple of Hkv (grouped-query
     attention: query head h reads key/value head h // (Hq // Hkv)).
     mask: boolean, broadcastable to (B, Hq, Q, K), True = attend. `causal` adds the
-    bottom-right causal mask. Scores and weights are computed in float32 (float64 if
+    bottom-right causal mask. `probs_transform`, if given, maps the weights before they
+    multiply V (attention-probability quantization). Scores and weights are computed in float32 (float64 if
     the inputs are float64); the output has the dtype of q.
     Returns out (B, Hq, Q, D), and the weights (B, Hq, Q, K) if asked.
     """
@@ -130,5 +132,7 @@ def attention(
         cm = causal_mask(q_len, k_len, q.device)
         mask = cm if mask is None else (mask & cm)
     weights = normalize(scores, mask, kind)
+    if probs_transform is not None:
+        weights = probs_transform(weights)
     out = torch.matmul(weights, vx).to(q.dtype)
     return (out, weights) if return_weights else out

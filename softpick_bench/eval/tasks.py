@@ -1,0 +1,124 @@
+"""Evaluation tasks are data: a name plus options, looked up in a registry of evaluators.
+
+A TaskSpec is frozen and JSON-serialisable (it is part of each cell's cache key). An
+evaluator receives the model under test and the spec and returns metric records.
+Each task declares its options, with defaults, so a config can be checked before any
+model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from softpick_bench.errors import TaskError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        opts = self.options.items() if isinstance(self.options, dict) else self.options
+        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+
+    def option(self, key: str) -> Any:
+        return dict(self.options)[key]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "options": dict(self.options)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Metric:
+    """One number, with what it needs to be read correctly."""
+
+    metric: str
+    value: float
+    stderr: float | None = None
+    higher_is_better: bool | None = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+
+
+@dataclass
+class TaskDef:
+    name: str
+    run: Callable  # (EvalTarget, TaskSpec) -> list[Metric]
+    options: dict[str, TaskOption]
+    description: str
+
+
+@dataclass
+class EvalTarget:
+    """The model a task evaluates: whatever was loaded and quantized, with its kind."""
+
+    model: Any
+    tokenizer: Any
+    kind: str
+    device: str
+    seed: int = 0
+
+
+_TASKS: dict[str, TaskDef] = {}
+
+
+def register_task(name: str, options: dict[str, TaskOption], description: str):
+    def deco(fn):
+        _TASKS[name] = TaskDef(name=name, run=fn, options=options, description=description)
+        return fn
+
+    return deco
+
+
+def _load_task_modules() -> None:
+    import softpick_bench.eval  # noqa: F401  (importing the package registers every task)
+
+
+def get_task(name: str) -> TaskDef:
+    _load_task_modules()
+    if name not in _TASKS:
+        raise TaskError(f"unknown task {name!r}; valid: {', '.join(task_names())}")
+    return _TASKS[name]
+
+
+def task_names() -> list[str]:
+    _load_task_modules()
+    return sorted(_TASKS)
+
+
+def make_spec(name: str, given: dict) -> TaskSpec:
+    """A spec with every option explicit (defaults filled), so equal tasks share a cache key.
+
+    Raises TaskError naming the unknown option or the wrong type, with the valid ones.
+    """
+    task = get_task(name)
+    unknown = set(given) - set(task.options)
+    if unknown:
+        raise TaskError(
+            f"task {name!r} has no option(s) {sorted(unknown)}; valid: {sorted(task.options) or 'none'}"
+        )
+    resolved = {}
+    for key, opt in task.options.items():
+        value = given.get(key, opt.default)
+        wrong_type = value is not None and not isinstance(value, opt.type)
+        if wrong_type or (isinstance(value, bool) and opt.type is int):
+            raise TaskError(f"task {name!r} option {key!r} must be {opt.type}, got {value!r} ({opt.help})")
+        resolved[key] = value
+    return TaskSpec(name=name, options=tuple(resolved.items()))
+
+
+def run_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
+    return get_task(spec.name).run(target, spec)

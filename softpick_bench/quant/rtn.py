@@ -1,0 +1,94 @@
+"""Round-to-nearest weight fake quantization: per output channel or per group, sym or asym."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from softpick_bench.errors import UnsupportedQuantError
+from softpick_bench.quant.base import (
+    QuantContext,
+    WeightQuantizer,
+    iter_targets,
+    peak_memory,
+    register,
+    relative_error,
+    skipped_names,
+)
+from softpick_bench.quant.spec import QuantReport, QuantSpec
+
+SCALE_BITS = 16  # scales and zero points are counted as 16-bit values
+
+
+def grid(bits: int, symmetric: bool) -> tuple[int, int]:
+    """Integer range (qmin, qmax) of the grid."""
+    if symmetric:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
+    """Quantize-dequantize a 2-D weight along its input dimension (rows = output channels).
+
+    Symmetric: scale = max|w| / qmax, no zero point (the grid -2^(b-1)..2^(b-1)-1 keeps
+    one extra negative level unused, as is usual). Asymmetric: scale = (max - min) / (2^b - 1)
+    with an integer zero point. Computation in float32, result in w's dtype.
+    """
+    out_features, in_features = w.shape
+    g = in_features if group_size is None else group_size
+    if in_features % g:
+        raise UnsupportedQuantError(f"group size {g} does not divide the input dimension {in_features}")
+    x = w.float().reshape(out_features, in_features // g, g)
+    qmin, qmax = grid(bits, symmetric)
+    if symmetric:
+        scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / qmax
+        q = torch.clamp(torch.round(x / scale), qmin, qmax)
+        deq = q * scale
+    else:
+        lo = x.amin(dim=-1, keepdim=True)
+        hi = x.amax(dim=-1, keepdim=True)
+        scale = (hi - lo).clamp_min(1e-12) / qmax
+        zero = torch.round(-lo / scale)
+        q = torch.clamp(torch.round(x / scale) + zero, qmin, qmax)
+        deq = (q - zero) * scale
+    return deq.reshape(out_features, in_features).to(w.dtype)
+
+
+def effective_bits(bits: int, in_features: int, group_size: int | None, symmetric: bool) -> float:
+    """Bits per weight including one scale (and zero point if asymmetric) per group."""
+    g = in_features if group_size is None else group_size
+    return bits + SCALE_BITS * (1 if symmetric else 2) / g
+
+
+@register
+class RTN(WeightQuantizer):
+    name = "rtn"
+    bits = frozenset(range(2, 9))
+    options = {}
+
+    def apply(self, model, spec: QuantSpec, ctx: QuantContext) -> QuantReport:
+        start = time.perf_counter()
+        errors, weighted_bits, params, count = [], 0.0, 0, 0
+        with torch.no_grad():
+            for _, module in iter_targets(model, spec):
+                w = module.weight
+                q = fake_quantize(w.data, spec.bits, spec.group_size, spec.symmetric)
+                errors.append(relative_error(w.data, q))
+                w.data.copy_(q)
+                n = w.numel()
+                weighted_bits += n * effective_bits(spec.bits, w.shape[1], spec.group_size, spec.symmetric)
+                params += n
+                count += 1
+        skipped = skipped_names(model, spec)
+        return QuantReport(
+            method=self.name,
+            layers_quantized=count,
+            layers_total=count + len(skipped),
+            params_quantized=params,
+            mean_rel_weight_error=sum(errors) / len(errors) if errors else None,
+            effective_bits=weighted_bits / params if params else None,
+            skipped_layers=skipped,
+            seconds=time.perf_counter() - start,
+            peak_memory_bytes=peak_memory(ctx.device),
+        )
