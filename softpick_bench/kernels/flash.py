@@ -175,7 +175,7 @@ class _FlashAttention(torch.autograd.Function):
         q, k, v, o, lse, meta, mask = ctx.saved_tensors
         kind_id, causal, scale, max_q, max_k, partial_keys, config = ctx.args
         do = _unit_last(do)
-        bt, hq, tq, d = q.shape
+        hq, d = q.shape[1], q.shape[3]
         hkv = k.shape[1]
         n_seq = meta.shape[0]
         block_d = max(16, triton.next_power_of_2(d))
@@ -187,7 +187,7 @@ class _FlashAttention(torch.autograd.Function):
         )
         mask_t, ms = _mask_args(mask, q.device)
         dq, dk, dv = _new(q), _new(k, zero=partial_keys), _new(v, zero=partial_keys)
-        common = dict(KIND=kind_id, CAUSAL=causal, HAS_MASK=mask is not None, HEAD_DIM=d, BLOCK_D=block_d)
+        common = {"KIND": kind_id, "CAUSAL": causal, "HAS_MASK": mask is not None, "HEAD_DIM": d, "BLOCK_D": block_d}
         flash_bwd_dkdv_kernel[(n_seq * hkv, triton.cdiv(max_k, config.kv_n))](
             q, k, v, do, dk, dv, lse, delta, meta, mask_t, *_strides3(q, k, v, do, dk, dv),
             lse.stride(0), lse.stride(1), *ms,

@@ -148,7 +148,7 @@ def flash_bwd_dkdv_kernel(
     q_lo = tl.where(start_n < k_end, q_lo, q_end)  # empty key block: no work
     q_mid = tl.where(start_n < k_end, q_mid, q_end)
 
-    for g in range(0, group):
+    for g in range(group):
         h = hk * group + g
         Qh = Q + tb * stride_qb + h * stride_qh
         DOh = DO + tb * stride_dob + h * stride_doh
