@@ -34,6 +34,18 @@ def tokenizer_id(tokenizer) -> str:
     return f"{getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}#{digest}"
 
 
+_TOKENIZED: dict[str, torch.Tensor] = {}
+
+
+def _tokenized_test_text(tokenizer) -> torch.Tensor:
+    """The joined test text tokenized once per tokenizer per process (every cell reuses it)."""
+    key = tokenizer_id(tokenizer)
+    if key not in _TOKENIZED:
+        text = "\n\n".join(wikitext2_test_rows())
+        _TOKENIZED[key] = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+    return _TOKENIZED[key]
+
+
 def windowed_nll(model, ids: torch.Tensor, seq_len: int, batch_size: int, device: str) -> tuple[float, int, int]:
     """(summed NLL, predicted tokens, windows) over non-overlapping windows of `ids`."""
     n_windows = ids.numel() // seq_len
@@ -60,8 +72,7 @@ def windowed_nll(model, ids: torch.Tensor, seq_len: int, batch_size: int, device
 )
 def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
     seq_len, batch_size, max_windows = spec.option("seq_len"), spec.option("batch_size"), spec.option("max_windows")
-    text = "\n\n".join(wikitext2_test_rows())
-    ids = target.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+    ids = _tokenized_test_text(target.tokenizer)
     total_tokens = ids.numel()
     if max_windows is not None:
         ids = ids[: max_windows * seq_len]
@@ -70,6 +81,7 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
     nll, count, windows = windowed_nll(target.model, ids, seq_len, batch_size, target.device)
     mean = nll / count
     details = {
+        "mean_nll": mean,
         "seq_len": seq_len,
         "windows": windows,
         "predicted_tokens": count,
@@ -77,7 +89,4 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
         "tokenizer": tokenizer_id(target.tokenizer),
         "convention": "gptq: rows joined with \\n\\n, non-overlapping windows, mean NLL over predicted tokens",
     }
-    return [
-        Metric("ppl_gptq", math.exp(mean), None, higher_is_better=False, details=details),
-        Metric("nll_gptq", mean, None, higher_is_better=False, details=details),
-    ]
+    return [Metric("ppl_gptq", math.exp(mean), None, higher_is_better=False, details=details)]

@@ -59,6 +59,7 @@ class TaskDef:
     run: Callable  # (EvalTarget, TaskSpec) -> list[Metric]
     options: dict[str, TaskOption]
     description: str
+    packages: tuple[str, ...] = ()  # distributions whose version can change results (cache key)
 
 
 @dataclass
@@ -75,9 +76,9 @@ class EvalTarget:
 _TASKS: dict[str, TaskDef] = {}
 
 
-def register_task(name: str, options: dict[str, TaskOption], description: str):
+def register_task(name: str, options: dict[str, TaskOption], description: str, packages: tuple[str, ...] = ()):
     def deco(fn):
-        _TASKS[name] = TaskDef(name=name, run=fn, options=options, description=description)
+        _TASKS[name] = TaskDef(name=name, run=fn, options=options, description=description, packages=packages)
         return fn
 
     return deco

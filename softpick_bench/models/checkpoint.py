@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from softpick_bench.errors import CheckpointError
 from softpick_bench.models import fla
@@ -104,6 +104,17 @@ def resolve_kind(config: dict, where: str, override: str | None) -> tuple[str, s
             f"{where}: config.json {KIND_FIELD}={kind!r} unknown; valid: {', '.join(ATTENTION_KINDS)}"
         )
     return kind, f"config.json {KIND_FIELD}"
+
+
+def architecture(folder: Path, where: str) -> dict:
+    """The transformers config of a checkpoint as a dict (fla configs converted), no weights read."""
+    config = read_config(folder)
+    if fla.is_fla_config(config):
+        return fla.fla_to_llama_config(config, where).to_dict()
+    try:
+        return AutoConfig.from_pretrained(str(folder)).to_dict()
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {where}: transformers cannot read its config: {exc}") from exc
 
 
 def _load_state_dict(folder: Path) -> dict:

@@ -14,7 +14,7 @@ def tiny_llama_config(
     layers: int = 4,
     heads: int = 4,
     kv_heads: int = 2,
-    intermediate: int = 352,
+    intermediate: int = 384,
     max_positions: int = 1024,
     bos_token_id: int = 0,
     eos_token_id: int = 1,

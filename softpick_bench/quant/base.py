@@ -38,6 +38,7 @@ class WeightQuantizer:
     options: dict[str, str] = {}  # option name -> one-line description
     supports_group_size: bool = True
     supports_asymmetric: bool = True
+    packages: tuple[str, ...] = ()  # distributions whose version can change results (cache key)
 
     def check(self, spec: QuantSpec, device: str) -> None:
         """Raise UnsupportedQuantError if this backend cannot run `spec` on `device`."""

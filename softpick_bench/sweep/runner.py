@@ -1,0 +1,162 @@
+"""Run a plan: load each checkpoint once, make one quantized copy at a time, evaluate, store.
+
+A failing quantization or task is written as an error record for its cells and the
+sweep goes on; finished cells are on disk before the next one starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import resource
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import asdict
+
+import torch
+
+from softpick_bench.config import SweepConfig
+from softpick_bench.eval.tasks import EvalTarget, run_task
+from softpick_bench.models.checkpoint import load_checkpoint
+from softpick_bench.models.pair import check_pair
+from softpick_bench.quant.apply import quantize
+from softpick_bench.quant.base import QuantContext
+from softpick_bench.sweep.plan import Cell, package_versions
+from softpick_bench.sweep.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+def _peak_memory(device: str) -> dict:
+    """Peak memory: the GPU allocator's peak for this cell, or the process's peak RSS on CPU."""
+    if device.startswith("cuda"):
+        return {"peak_gpu_bytes": int(torch.cuda.max_memory_allocated())}
+    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _base_record(cell: Cell, config: SweepConfig) -> dict:
+    return {
+        "key": cell.key,
+        "sweep": config.name,
+        "pair": cell.pair,
+        "kind": cell.kind,
+        "checkpoint": cell.checkpoint,
+        "fingerprint": cell.fingerprint,
+        "quant": cell.quant.to_dict(),
+        "quant_label": cell.quant.label(),
+        "task": cell.task.to_dict(),
+        "versions": package_versions(cell.quant, cell.task),
+        "dtype": config.dtype,
+        "device": config.device,
+        "seed": config.seed,
+    }
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print) -> dict:
+    """Run every pending, runnable cell. Returns counts {done_before, ran, failed, skipped}."""
+    counts = {"done_before": 0, "ran": 0, "failed": 0, "skipped": 0}
+    pending: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    for cell in cells:
+        if cell.skip_reason:
+            counts["skipped"] += 1
+        elif store.is_done(cell.key):
+            counts["done_before"] += 1
+        else:
+            pending[(cell.pair, cell.kind)].append(cell)
+    total = sum(len(v) for v in pending.values())
+    if not total:
+        return counts
+    for pair in config.pairs:
+        if any(k[0] == pair.name for k in pending):
+            check_pair(pair.checkpoints["softmax"], pair.checkpoints["softpick"])
+    index = 0
+    for (pair_name, kind), todo in pending.items():
+        t0 = time.perf_counter()
+        loaded = load_checkpoint(todo[0].checkpoint, dtype=config.dtype, device=config.device)
+        load_s = time.perf_counter() - t0
+        echo(f"loaded {pair_name}/{kind} from {loaded.source} in {load_s:.1f}s ({loaded.info['params']:,} params)")
+        by_spec: dict = defaultdict(list)
+        for cell in todo:
+            by_spec[cell.quant].append(cell)
+        for spec, spec_cells in by_spec.items():
+            _reset_peak(config.device)
+            model, report, quant_s, copy_s = loaded.model, None, 0.0, 0.0
+            if not spec.is_baseline:
+                try:
+                    t0 = time.perf_counter()
+                    model = copy.deepcopy(loaded.model)
+                    copy_s = time.perf_counter() - t0
+                    _seed(config.seed)
+                    ctx = QuantContext(tokenizer=loaded.tokenizer, device=config.device, seed=config.seed)
+                    t0 = time.perf_counter()
+                    report = quantize(model, spec, ctx)
+                    quant_s = time.perf_counter() - t0
+                except Exception as exc:  # one bad spec never stops the sweep
+                    for cell in spec_cells:
+                        index += 1
+                        counts["failed"] += 1
+                        record = _base_record(cell, config) | {
+                            "status": "error",
+                            "stage": "quantize",
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc(),
+                        }
+                        store.write_error(cell.key, record)
+                        echo(f"[{index}/{total}] {cell.describe()}: FAILED to quantize: {exc}")
+                    model = None
+                    gc.collect()
+                    continue
+            for cell in spec_cells:
+                index += 1
+                record = _base_record(cell, config)
+                record["quant_report"] = None if report is None else report.to_dict()
+                try:
+                    _seed(config.seed)
+                    t0 = time.perf_counter()
+                    target = EvalTarget(model, loaded.tokenizer, loaded.kind, config.device, config.seed)
+                    metrics = run_task(target, cell.task)
+                    eval_s = time.perf_counter() - t0
+                except Exception as exc:
+                    counts["failed"] += 1
+                    record |= {
+                        "status": "error",
+                        "stage": "evaluate",
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(),
+                    }
+                    store.write_error(cell.key, record)
+                    echo(f"[{index}/{total}] {cell.describe()}: FAILED to evaluate: {exc}")
+                    continue
+                record |= {
+                    "status": "ok",
+                    "metrics": [asdict(m) for m in metrics],
+                    "timing": {
+                        "load_s": load_s,
+                        "load_shared_by_cells": len(todo),
+                        "copy_s": copy_s,
+                        "quantize_s": quant_s,
+                        "evaluate_s": eval_s,
+                    },
+                    "memory": _peak_memory(config.device),
+                    "kind_source": loaded.kind_source,
+                }
+                store.write(cell.key, record)
+                counts["ran"] += 1
+                shown = ", ".join(f"{m.metric}={m.value:.4g}" for m in metrics[:3])
+                echo(f"[{index}/{total}] {cell.describe()}: {shown} (quantize {quant_s:.1f}s, eval {eval_s:.1f}s)")
+            del model
+            gc.collect()
+        del loaded
+        gc.collect()
+    return counts
