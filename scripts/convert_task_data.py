@@ -70,7 +70,7 @@ def sciq(src: Path) -> list[Row]:
 
 # A HellaSwag context line is "<activity_label>: <ctx_a> <ctx_b>" after preprocessing. In
 # ActivityNet items ctx_b is the lowercase start of the last sentence; lm-eval capitalizes it.
-_TRAILING_FRAGMENT = re.compile(r"^(?P<a>.*[.!?]) (?P<b>[a-z][^.!?]*)$", re.S)
+_TRAILING_FRAGMENT = re.compile(r"^(?P<a>.*[.!?]) (?P<b>[a-z][^.!?]*)$", re.DOTALL)
 
 
 def hellaswag(src: Path) -> list[Row]:
@@ -80,7 +80,8 @@ def hellaswag(src: Path) -> list[Row]:
     trailing fragment that starts lowercase after the last sentence end becomes ctx_b,
     otherwise ctx_b is "" (WikiHow items). See manifest.json "differences".
     """
-    lines = gzip.open(src / "hellaswag" / "hellaswag_val_full.txt.gz", "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(src / "hellaswag" / "hellaswag_val_full.txt.gz", "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if len(lines) % 6:
@@ -160,7 +161,8 @@ def wikitext(src: Path) -> list[Row]:
     a new page starting at each top-level heading; a page is its lines joined with "\\n";
     empty (whitespace-only) pages before a heading are dropped, the last page is always kept.
     """
-    lines = gzip.open(src / "wikitext-2" / "wiki.test.raw.gz", "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(src / "wikitext-2" / "wiki.test.raw.gz", "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
     pages, current = [], []
     for line in lines:
         if _is_title_line(line):

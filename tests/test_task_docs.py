@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from lm_eval.tasks._yaml_loader import load_yaml  # noqa: E402
+from lm_eval.tasks._yaml_loader import load_yaml
 
-from softpick_bench.eval.harness.tasks import (  # noqa: E402
+from softpick_bench.eval.harness.tasks import (
     HARNESS_TASKS,
     lm_eval_tasks_dir,
     load_task,
@@ -53,16 +53,20 @@ EXPECTED = {
             0,
         ),
         (
-            "Question: Which piece of safety equipment is used to keep mold spores from entering the respiratory"
-            " system?\nAnswer:",
+            (
+                "Question: Which piece of safety equipment is used to keep mold spores from entering the respiratory"
+                " system?\nAnswer:"
+            ),
             ["safety goggles", "breathing mask", "rubber gloves", "lead apron"],
             1,
         ),
     ],
     "arc_challenge": [
         (
-            "Question: An astronomer observes that a planet rotates faster after a meteorite impact. Which is the most"
-            " likely effect of this increase in rotation?\nAnswer:",
+            (
+                "Question: An astronomer observes that a planet rotates faster after a meteorite impact. Which is the most"
+                " likely effect of this increase in rotation?\nAnswer:"
+            ),
             [
                 "Planetary density will decrease.",
                 "Planetary years will become longer.",
@@ -76,10 +80,14 @@ EXPECTED = {
         (
             "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:",
             [
-                "Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper strips, you will"
-                " also need to supply it with a water bottle and a food dish.",
-                "Provide the guinea pig with a cage full of a few inches of bedding made of ripped jeans material, you"
-                " will also need to supply it with a water bottle and a food dish.",
+                (
+                    "Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper strips, you will"
+                    " also need to supply it with a water bottle and a food dish."
+                ),
+                (
+                    "Provide the guinea pig with a cage full of a few inches of bedding made of ripped jeans material, you"
+                    " will also need to supply it with a water bottle and a food dish."
+                ),
             ],
             0,
         ),
@@ -124,12 +132,18 @@ EXPECTED = {
     "winogrande": [
         (
             1,
-            ["Sarah was a much better surgeon than Maria so Sarah", "Sarah was a much better surgeon than Maria so Maria"],
+            [
+                "Sarah was a much better surgeon than Maria so Sarah",
+                "Sarah was a much better surgeon than Maria so Maria",
+            ],
             "always got the easier cases.",
         ),
         (
             0,
-            ["Sarah was a much better surgeon than Maria so Sarah", "Sarah was a much better surgeon than Maria so Maria"],
+            [
+                "Sarah was a much better surgeon than Maria so Sarah",
+                "Sarah was a much better surgeon than Maria so Maria",
+            ],
             "always got the harder cases.",
         ),
     ],
@@ -147,9 +161,16 @@ EXPECTED = {
     ],
     "openbookqa": [
         (
-            "A person wants to start saving money so that they can afford a nice vacation at the end of the year. After"
-            " looking over their budget and expenses, they decide the best way to save money is to",
-            ["make more phone calls", "quit eating lunch out", "buy less with monopoly money", "have lunch with friends"],
+            (
+                "A person wants to start saving money so that they can afford a nice vacation at the end of the year. After"
+                " looking over their budget and expenses, they decide the best way to save money is to"
+            ),
+            [
+                "make more phone calls",
+                "quit eating lunch out",
+                "buy less with monopoly money",
+                "have lunch with friends",
+            ],
             1,
         ),
         ("There is most likely going to be fog around:", ["a marsh", "a tundra", "the plains", "a desert"], 0),
@@ -213,7 +234,7 @@ DATA_KEYS = {"dataset_path", "dataset_name", "dataset_kwargs", "training_split",
 @pytest.mark.parametrize("name", sorted(HARNESS_TASKS))
 def test_yaml_overrides_only_the_data_source(name):
     ours = load_yaml(materialized_tasks_dir() / f"{HARNESS_TASKS[name].lm_eval_name}.yaml", resolve_func=False)
-    include = open(materialized_tasks_dir() / f"{HARNESS_TASKS[name].lm_eval_name}.yaml").read()
+    include = (materialized_tasks_dir() / f"{HARNESS_TASKS[name].lm_eval_name}.yaml").read_text()
     official_path = include.split('include: "', 1)[1].split('"', 1)[0]
     assert official_path.startswith(str(lm_eval_tasks_dir()))
     official = load_yaml(official_path, resolve_func=False)

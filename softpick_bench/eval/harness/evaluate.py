@@ -102,7 +102,6 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
         entry = data_manifest()[lm_name]
         details["data"] = {"file": entry["file"], "sha256": entry["sha256"], "hub_dataset": entry["hub_dataset"]}
 
-
     higher = out.get("higher_is_better", {}).get(lm_name, {})
     metrics = []
     for key, value in res.items():
@@ -111,7 +110,9 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
             continue
         stderr = _number(res.get(f"{metric}_stderr,{filt}"))
         metrics.append(
-            Metric(metric, float(value), stderr, higher_is_better=higher.get(metric), details=dict(details, filter=filt))
+            Metric(
+                metric, float(value), stderr, higher_is_better=higher.get(metric), details=dict(details, filter=filt)
+            )
         )
     if not metrics:
         raise TaskError(f"task {name!r}: lm-eval returned no metrics ({sorted(res)})")
