@@ -2,7 +2,7 @@
 
 import importlib
 
-TASK_MODULES = ("perplexity", "harness")
+TASK_MODULES = ("perplexity", "analysis", "harness")
 
 for _name in TASK_MODULES:
     importlib.import_module(f"softpick_bench.eval.{_name}")

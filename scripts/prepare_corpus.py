@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Build the token shards the trainer reads from a folder of text files.
+
+    python scripts/prepare_corpus.py --src ../shared/data/corpus --out .carry/corpus \
+        --val-file part-003.txt.gz --max-train-tokens 20000000 --max-val-tokens 500000
+
+Every *.txt / *.txt.gz file in --src is read (documents separated by form-feed lines, the
+shared corpus's format; a file without separators is one document) and tokenized with the
+project's BPE (softpick_bench/assets/tokenizer), each document followed by eos. The file
+named by --val-file is held out whole: validation loss and the committed analysis text
+come only from it, training never sees it. Training documents are taken file by file in
+sorted order until --max-train-tokens (the corpus files are already shuffled documents).
+Writes train.bin, val.bin (uint16) and meta.json; keep the folder git-ignored (.carry/).
+With --heldout-text PATH it also writes a gzip sample (--heldout-bytes of raw text) of the
+validation documents, which the analysis task uses as its default sample text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import time
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from softpick_bench.train.data import DOC_SEPARATOR, encode_documents, read_documents, tokenizer_hash, write_shards
+
+TOKENIZER = Path(__file__).resolve().parents[1] / "softpick_bench" / "assets" / "tokenizer" / "tokenizer.json"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--val-file", required=True, help="file name in --src held out for validation")
+    ap.add_argument("--max-train-tokens", type=int, default=None)
+    ap.add_argument("--max-val-tokens", type=int, default=500_000)
+    ap.add_argument("--heldout-text", type=Path, default=None)
+    ap.add_argument("--heldout-bytes", type=int, default=600_000)
+    args = ap.parse_args(argv)
+
+    tok = Tokenizer.from_file(str(TOKENIZER))
+    eos = tok.token_to_id("</s>")
+    files = sorted(p for p in args.src.iterdir() if p.name.endswith((".txt", ".txt.gz")))
+    val_path = args.src / args.val_file
+    if val_path not in files:
+        raise SystemExit(f"--val-file {args.val_file!r} is not a text file in {args.src}")
+    t0 = time.time()
+    val_docs = read_documents(val_path)
+    val = encode_documents(tok, val_docs, eos, args.max_val_tokens)
+    train_parts, used, remaining = [], [], args.max_train_tokens
+    for path in files:
+        if path == val_path or (remaining is not None and remaining <= 0):
+            continue
+        ids = encode_documents(tok, read_documents(path), eos, remaining)
+        train_parts.append(ids)
+        used.append(path.name)
+        remaining = None if remaining is None else remaining - ids.size
+        print(f"{path.name}: {ids.size} tokens ({time.time() - t0:.0f} s)", flush=True)
+    import numpy as np
+
+    train = np.concatenate(train_parts)
+    meta = {
+        "source": str(args.src),
+        "train_files": used,
+        "val_file": args.val_file,
+        "tokenizer_sha256_16": tokenizer_hash(TOKENIZER),
+        "eos_id": eos,
+        "bos_id": tok.token_to_id("<s>"),
+        "vocab_size": tok.get_vocab_size(),
+        "documents_joined_with": "eos",
+    }
+    write_shards(args.out, train, val, meta)
+    print(f"wrote {args.out}: train {train.size} tokens, val {val.size} tokens ({time.time() - t0:.0f} s)")
+    if args.heldout_text is not None:
+        sample, size = [], 0
+        for doc in val_docs:  # whole documents from the held-out file, in order
+            sample.append(doc)
+            size += len(doc.encode())
+            if size >= args.heldout_bytes:
+                break
+        args.heldout_text.parent.mkdir(parents=True, exist_ok=True)
+        text = DOC_SEPARATOR.join(sample)
+        if len(text.encode()) > args.heldout_bytes:  # the last document is cut at a line end
+            text = text.encode()[: args.heldout_bytes].decode("utf-8", errors="ignore").rsplit("\n", 1)[0]
+        with gzip.open(args.heldout_text, "wt", encoding="utf-8", compresslevel=9) as fh:
+            fh.write(text + "\n")
+        print(f"wrote {args.heldout_text}: {len(sample)} documents, {len(text.encode())} bytes raw")
+
+
+if __name__ == "__main__":
+    main()

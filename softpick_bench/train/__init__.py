@@ -1,0 +1,1 @@
+"""Training paired softmax/softpick checkpoints (see command.py)."""

@@ -1,0 +1,95 @@
+"""Attention used while training: one transformers attention name per (kind, backend).
+
+Training rows have no padding, so these functions take plain causal attention and need
+no mask (transformers hands an unregistered-mask name attention_mask=None). Backends:
+- "sdpa": torch scaled_dot_product_attention, exact softmax (softmax only);
+- "kernel": the Triton flash kernel with its backward (softpick_bench.kernels.flash);
+- "reference": the materialised reference (softpick_bench.kernels.reference), any kind.
+After training the model is switched back to its registered kind before it is saved, so
+the checkpoint says "attention_kind": kind and evaluates like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from softpick_bench.kernels import reference
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("sdpa", "kernel", "reference")
+
+
+def _forward(kind: str, backend: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if backend == "kernel":
+        from softpick_bench.kernels.flash import flash_attention  # imports triton
+
+        return flash_attention(q, k, v, kind=kind, causal=True, scale=scale)
+    return reference.attention(q, k, v, kind=kind, causal=True, scale=scale)
+
+
+def train_attention_name(kind: str, backend: str) -> str:
+    """Register (idempotently) and return the attention name for `kind` on `backend`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"training attention backend {backend!r} unknown; valid: {', '.join(BACKENDS)}")
+    if backend == "sdpa" and kind != "softmax":
+        raise ValueError(f"the sdpa backend computes softmax only, not {kind!r}")
+    name = f"sb_train_{kind}_{backend}"
+
+    def attention_fn(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        if attention_mask is not None:
+            raise ValueError(f"{name}: training attention takes no mask (rows are unpadded)")
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        return _forward(kind, backend, query, key, value, scale).transpose(1, 2).contiguous(), None
+
+    attention_fn.__name__ = name
+    AttentionInterface.register(name, attention_fn)
+    return name
+
+
+def kernel_self_check(kind: str, device: str = "cuda", tol: float = 3e-2) -> tuple[bool, str]:
+    """Does the Triton kernel's forward and backward match the reference here? (ok, why).
+
+    Run before a GPU training run picks the kernel: bf16 inputs, causal, T not a multiple
+    of the tiles, compared with the float32 reference by relative error.
+    """
+    try:
+        from softpick_bench.kernels.flash import flash_attention
+
+        gen = torch.Generator(device=device).manual_seed(0)
+        shape = (2, 4, 200, 64)
+        q, k, v = (torch.randn(shape, device=device, generator=gen) for _ in range(3))
+        q = q * 2  # sharper scores: some positive, many negative
+        do = torch.randn(shape, device=device, generator=gen)
+        errs = []
+        for fn, dt in ((flash_attention, torch.bfloat16), (reference.attention, torch.float32)):
+            xs = [t.to(dt).detach().requires_grad_(True) for t in (q, k, v)]
+            out = fn(*xs, kind=kind, causal=True, scale=64**-0.5)
+            out.backward(do.to(dt))
+            errs.append([out.float()] + [x.grad.float() for x in xs])
+        rel = [float((a - b).norm() / b.norm().clamp_min(1e-12)) for a, b in zip(errs[0], errs[1])]
+        ok = all(r < tol and r == r for r in rel)
+        return ok, f"rel err out/dq/dk/dv = {', '.join(f'{r:.2e}' for r in rel)} (tol {tol})"
+    except Exception as exc:  # missing module, compile failure, bad result: the caller falls back
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def choose_backend(kind: str, device: str, requested: str = "auto") -> tuple[str, str]:
+    """(backend, why). auto: CPU -> reference; CUDA -> sdpa for softmax, verified kernel else reference."""
+    if requested != "auto":
+        return requested, "requested"
+    if device != "cuda":
+        return "reference", "CPU: the reference path"
+    if kind == "softmax":
+        return "sdpa", "softmax on CUDA: torch SDPA (exact softmax)"
+    ok, why = kernel_self_check(kind, device)
+    if ok:
+        return "kernel", f"Triton kernel passed its self-check: {why}"
+    log.warning("Triton kernel unavailable or wrong (%s); training %s through the reference", why, kind)
+    return "reference", f"kernel self-check failed ({why}): materialised reference"

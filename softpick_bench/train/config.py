@@ -1,0 +1,65 @@
+"""Training recipes: one YAML file per pair under configs/train/ (micro.yaml, demo.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class ModelShape:
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int | None = None  # None = full multi-head attention, as the paper
+    intermediate: int = 352
+    max_positions: int = 1024
+
+
+@dataclass
+class TrainConfig:
+    name: str = "micro"
+    kinds: tuple[str, ...] = ("softmax", "softpick")  # both sides, trained step by step together
+    model: ModelShape = field(default_factory=ModelShape)
+    seq_len: int = 256
+    batch_size: int = 32
+    steps: int = 1000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 1234
+    eval_every: int = 250
+    val_rows: int = 256  # validation rows of seq_len tokens (fixed, from the held-out file)
+    log_every: int = 25
+    autocast: str = "bf16"  # bf16 on CUDA; CPU always runs float32
+    attention_backend: str = "auto"  # auto | kernel | reference (softpick); softmax auto -> sdpa
+    save_dtype: str = "bfloat16"
+    time_limit_s: float | None = None  # safety stop (logged as truncated), not part of the recipe
+    data: str = ".carry/corpus"
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides) -> TrainConfig:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown training option(s) {sorted(unknown)}; valid: {sorted(known)}")
+        model = raw.pop("model", {}) or {}
+        shape_known = {f.name for f in fields(ModelShape)}
+        if set(model) - shape_known:
+            raise ValueError(f"{path}: unknown model option(s) {sorted(set(model) - shape_known)}")
+        if "kinds" in raw:
+            raw["kinds"] = tuple(raw["kinds"])
+        return cls(model=ModelShape(**model), **raw)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kinds"] = list(self.kinds)
+        return d
