@@ -2,7 +2,7 @@
 """Build the token shards the trainer reads from a folder of text files.
 
     python scripts/prepare_corpus.py --src ../shared/data/corpus --out .carry/corpus \
-        --val-file part-003.txt.gz --max-train-tokens 20000000 --max-val-tokens 500000
+        --val-file part-003.txt.gz --max-train-tokens 18000000 --max-val-tokens 500000
 
 Every *.txt / *.txt.gz file in --src is read (documents separated by form-feed lines, the
 shared corpus's format; a file without separators is one document) and tokenized with the
