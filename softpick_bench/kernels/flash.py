@@ -52,15 +52,15 @@ class FlashConfig:
 
 
 def default_config(head_dim: int, q_len: int) -> FlashConfig:
-    """Hand-picked tiles for an H100 (measured choices are recorded in notes/kernel.md)."""
+    """Tiles measured fastest on an H100 by `benchmarks/attention.py --sweep` (notes/kernel.md)."""
     if q_len <= 16:  # decoding: one query block, memory-bound on K/V
-        return FlashConfig(fwd_m=16, fwd_n=128 if head_dim <= 128 else 64, fwd_warps=4, fwd_stages=3)
+        return FlashConfig(fwd_m=16, fwd_n=128 if head_dim <= 128 else 64, fwd_warps=4, fwd_stages=2)
     if head_dim <= 64:
-        return FlashConfig(fwd_m=128, fwd_n=64, fwd_warps=4, fwd_stages=3,
-                           kv_m=32, kv_n=128, kv_warps=4, kv_stages=3, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3)
+        return FlashConfig(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=3,
+                           kv_m=64, kv_n=64, kv_warps=4, kv_stages=3, dq_m=64, dq_n=32, dq_warps=4, dq_stages=4)
     if head_dim <= 128:
         return FlashConfig(fwd_m=128, fwd_n=64, fwd_warps=8, fwd_stages=3,
-                           kv_m=32, kv_n=128, kv_warps=8, kv_stages=3, dq_m=128, dq_n=32, dq_warps=8, dq_stages=3)
+                           kv_m=32, kv_n=64, kv_warps=4, kv_stages=3, dq_m=128, dq_n=32, dq_warps=8, dq_stages=3)
     return FlashConfig(fwd_m=64, fwd_n=32, fwd_warps=4, fwd_stages=2,
                        kv_m=32, kv_n=64, kv_warps=4, kv_stages=2, dq_m=64, dq_n=32, dq_warps=4, dq_stages=2)
 

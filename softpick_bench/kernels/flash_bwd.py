@@ -50,7 +50,7 @@ def flash_bwd_delta_kernel(
 
 @triton.jit
 def _grad_scores(s2, e, dp, dlt, KIND: tl.constexpr):
-    """dS from scores (log2 domain), E, dP and Delta broadcast to the tile's shape."""
+    """dS from the scores' signs, E, dP and Delta broadcast to the tile's shape."""
     if KIND == 1:
         return e * tl.where(s2 > 0.0, dp - dlt, dlt)
     elif KIND == 2:
@@ -74,8 +74,8 @@ def _bwd_kv_block(
     do = tl.load(DOh + offs_m[:, None] * stride_dom + offs_d[None, :], mask=ok, other=0.0)
     lse2 = tl.load(LSEh + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
     dlt = tl.load(DELTAh + offs_m, mask=m_ok, other=0.0)
-    s2t = tl.dot(k, tl.trans(q)) * qk_scale  # (BLOCK_N, BLOCK_M)
-    et = tl.exp2(s2t - lse2[None, :])
+    s2t = tl.dot(k, tl.trans(q))  # (BLOCK_N, BLOCK_M) raw scores; only their sign is used below
+    et = tl.exp2(s2t * qk_scale - lse2[None, :])
     if KIND == 1 or KIND == 2:
         pt = tl.maximum(et - tl.exp2(-lse2)[None, :], 0.0)
     else:
@@ -190,8 +190,8 @@ def _bwd_q_block(
     ok = n_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
     k = tl.load(Kh + offs_n[:, None] * stride_kn + offs_d[None, :], mask=ok, other=0.0)
     v = tl.load(Vh + offs_n[:, None] * stride_vn + offs_d[None, :], mask=ok, other=0.0)
-    s2 = tl.dot(q, tl.trans(k)) * qk_scale
-    e = tl.exp2(s2 - lse2[:, None])
+    s2 = tl.dot(q, tl.trans(k))  # raw scores; only their sign is used below
+    e = tl.exp2(s2 * qk_scale - lse2[:, None])
     dp = tl.dot(do, tl.trans(v))
     ds = _grad_scores(s2, e, dp, dlt[:, None], KIND)
     if MASKED:

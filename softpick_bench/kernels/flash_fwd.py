@@ -67,7 +67,8 @@ def _fwd_block(
             d_ok = offs_d < HEAD_DIM
             kt = tl.load(kt_ptrs, mask=d_ok[:, None], other=0.0)
             v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
-    s2 = tl.dot(q, kt) * qk_scale
+    # Raw scores; the scale is folded into the exponent's FFMA (qk_scale > 0 keeps the max).
+    s2 = tl.dot(q, kt)
     if MASKED:
         valid = n_ok[None, :]
         if CAUSAL:
@@ -77,9 +78,9 @@ def _fwd_block(
             allowed = tl.load(MASK_ROW + offs_n[None, :] * stride_mk, mask=in_bounds, other=0)
             valid = valid & (allowed != 0)
         s2 = tl.where(valid, s2, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s2, 1))
+    m_new = tl.maximum(m_i, tl.max(s2, 1) * qk_scale)
     alpha = tl.exp2(m_i - m_new)
-    e = tl.exp2(s2 - m_new[:, None])
+    e = tl.exp2(s2 * qk_scale - m_new[:, None])
     if KIND == 1 or KIND == 2:
         z = tl.exp2(-m_new)
         c = e - z[:, None]
