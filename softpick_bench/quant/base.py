@@ -43,9 +43,7 @@ class WeightQuantizer:
     def check(self, spec: QuantSpec, device: str) -> None:
         """Raise UnsupportedQuantError if this backend cannot run `spec` on `device`."""
         if spec.bits not in self.bits:
-            raise UnsupportedQuantError(
-                f"{self.name} has no {spec.bits}-bit mode; supported bits: {sorted(self.bits)}"
-            )
+            raise UnsupportedQuantError(f"{self.name} has no {spec.bits}-bit mode; supported bits: {sorted(self.bits)}")
         dev = device.split(":")[0]
         if dev not in self.devices:
             raise UnsupportedQuantError(f"{self.name} does not run on {dev}; supported: {sorted(self.devices)}")
@@ -113,6 +111,13 @@ def relative_error(original: torch.Tensor, quantized: torch.Tensor) -> float:
 
 
 def peak_memory(device: str) -> int | None:
+    """CUDA: peak allocated bytes since the last reset (apply.quantize resets it per cell).
+    CPU: the process's peak resident set size (Linux), an upper bound for the cell."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
-    return None
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):  # pragma: no cover - non-Unix
+        return None

@@ -28,30 +28,40 @@ def grid(bits: int, symmetric: bool) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
+def scale_zero(x: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and integer zero point of the grid over the last dimension of x (kept as size 1).
+
+    Symmetric: scale = max|x| / qmax, zero 0 (the grid -2^(b-1)..2^(b-1)-1 keeps one extra
+    negative level unused, as is usual). Asymmetric: scale = (max - min) / (2^b - 1) with an
+    integer zero point.
+    """
+    _, qmax = grid(bits, symmetric)
+    if symmetric:
+        scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / qmax
+        return scale, torch.zeros_like(scale)
+    lo = x.amin(dim=-1, keepdim=True)
+    hi = x.amax(dim=-1, keepdim=True)
+    scale = (hi - lo).clamp_min(1e-12) / qmax
+    return scale, torch.round(-lo / scale)
+
+
+def quant_dequant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    qmin, qmax = grid(bits, symmetric)
+    return (torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale
+
+
 def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
     """Quantize-dequantize a 2-D weight along its input dimension (rows = output channels).
 
-    Symmetric: scale = max|w| / qmax, no zero point (the grid -2^(b-1)..2^(b-1)-1 keeps
-    one extra negative level unused, as is usual). Asymmetric: scale = (max - min) / (2^b - 1)
-    with an integer zero point. Computation in float32, result in w's dtype.
+    Computation in float32, result in w's dtype.
     """
     out_features, in_features = w.shape
     g = in_features if group_size is None else group_size
     if in_features % g:
         raise UnsupportedQuantError(f"group size {g} does not divide the input dimension {in_features}")
     x = w.float().reshape(out_features, in_features // g, g)
-    qmin, qmax = grid(bits, symmetric)
-    if symmetric:
-        scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / qmax
-        q = torch.clamp(torch.round(x / scale), qmin, qmax)
-        deq = q * scale
-    else:
-        lo = x.amin(dim=-1, keepdim=True)
-        hi = x.amax(dim=-1, keepdim=True)
-        scale = (hi - lo).clamp_min(1e-12) / qmax
-        zero = torch.round(-lo / scale)
-        q = torch.clamp(torch.round(x / scale) + zero, qmin, qmax)
-        deq = (q - zero) * scale
+    scale, zero = scale_zero(x, bits, symmetric)
+    deq = quant_dequant(x, scale, zero, bits, symmetric)
     return deq.reshape(out_features, in_features).to(w.dtype)
 
 
