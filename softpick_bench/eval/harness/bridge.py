@@ -17,6 +17,7 @@ causal mask, so a softpick model runs softpick attention (Triton on CUDA, refere
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,9 @@ class BenchLM(HFLM):
         self.forward_calls = 0
         self.forward_tokens = 0  # padded tokens through the model, for throughput accounting
         self.real_tokens = 0  # unpadded tokens
+        self.scored_tokens = 0  # continuation positions put through the vocabulary projection
+        self.causal_pairs = 0  # sum over requests of L(L+1)/2: (query, key) pairs causal attention computes
+        self.model_seconds = 0.0  # wall time inside the scoring loop (synchronised by the .cpu() copies)
 
     def _batches(self, reqs: list[_Scored]) -> list[list[_Scored]]:
         """Longest first; a batch grows until the request count or the padded-token budget is reached."""
@@ -84,6 +88,8 @@ class BenchLM(HFLM):
         self.forward_calls += 1
         self.forward_tokens += ids.numel()
         self.real_tokens += sum(len(r.inp) for r in batch)
+        self.scored_tokens += target.numel()
+        self.causal_pairs += sum(len(r.inp) * (len(r.inp) + 1) // 2 for r in batch)
         out, start = [], 0
         for r in batch:
             n = len(r.cont)
@@ -106,7 +112,10 @@ class BenchLM(HFLM):
         batches = self._batches(reqs)
         bar = tqdm(total=len(reqs), disable=disable_tqdm or self.rank != 0, desc="loglikelihood requests")
         for batch in batches:
-            for r, answer in zip(batch, self._score_batch(batch)):
+            start = time.perf_counter()
+            answers = self._score_batch(batch)
+            self.model_seconds += time.perf_counter() - start
+            for r, answer in zip(batch, answers):
                 results[r.index] = answer
                 if r.request_str is not None:
                     self.cache_hook.add_partial("loglikelihood", r.request_str, answer)

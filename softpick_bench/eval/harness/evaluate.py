@@ -96,7 +96,13 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
         "attention_kind": target.kind,
         "logprob_dtype": "float32",
         "seconds": round(seconds, 3),
-        "forward_tokens": lm.forward_tokens,
+        "model_seconds": round(lm.model_seconds, 3),
+        "tokens": {
+            "forward": lm.forward_tokens,
+            "real": lm.real_tokens,
+            "scored": lm.scored_tokens,
+            "causal_pairs": lm.causal_pairs,
+        },
     }
     if source == "local":
         entry = data_manifest()[lm_name]
