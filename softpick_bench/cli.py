@@ -1,4 +1,4 @@
-"""Command line: `softpick-bench sweep CONFIG --out DIR`, `report DIR`, `train`, `list`."""
+"""Command line: `softpick-bench sweep CONFIG --out DIR`, `report DIR`, `regress DIR`, `train`, `list`."""
 
 from __future__ import annotations
 
@@ -66,6 +66,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_regress(args) -> int:
+    import pandas as pd
+
+    from softpick_bench.report import write_report
+    from softpick_bench.report.regress import compare, failures, render
+
+    write_report(args.out, plots=False)
+    current = pd.read_csv(Path(args.out) / "results.csv")
+    baseline = pd.read_csv(args.baseline)
+    findings = compare(current, baseline, args.rtol)
+    print(render(findings, args.rtol, len(baseline)))
+    return 1 if failures(findings) else 0
+
+
 def cmd_list(args) -> int:
     from softpick_bench.eval.tasks import get_task, task_names
     from softpick_bench.quant.base import get_backend, methods
@@ -97,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="result folder written by `sweep`")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("regress", help="compare a result folder with a baseline results.csv (CI)")
+    p.add_argument("out", help="result folder written by `sweep`")
+    p.add_argument("--baseline", required=True, help="baseline results.csv (e.g. results/baseline/smoke.csv)")
+    p.add_argument("--rtol", type=float, default=1e-3, help="largest relative change that passes")
+    p.set_defaults(func=cmd_regress)
     p = sub.add_parser("list", help="list quantization methods and tasks")
     p.set_defaults(func=cmd_list)
     for module in ("softpick_bench.train.command",):
