@@ -24,14 +24,32 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from triton.testing import do_bench
 
 from softpick_bench.kernels import reference
-from softpick_bench.kernels.flash import FlashConfig, default_config, flash_attention, set_config_override
+from softpick_bench.kernels.flash import FWD_VARIANTS, FlashConfig, default_config, flash_attention, set_config_override
 
 PREFILL = [(8, 16, 2048, 64), (4, 16, 4096, 128), (2, 16, 8192, 128)]
 DECODE = (32, 16, 4096, 128)
+# Forward candidates: (version of flash.FWD_VARIANTS, BLOCK_M, BLOCK_N, warps, stages, register cap).
+# v2 rows are the previous kernel at its measured tiles, timed in the same run as the new ones.
+# A cap of 128 registers fits 4 (D64, 64x64) or 2 (D128, 128x64 x 8 warps) programs per SM
+# instead of 3 or 1 (offline sm_90a compile: no spills).
 FWD_CANDIDATES = {
-    64: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 4, 3), (64, 64, 4, 3), (128, 32, 4, 4)],
-    128: [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 64, 4, 3), (128, 32, 8, 4), (128, 128, 8, 3)],
+    64: [("v2", 64, 64, 4, 3, None), ("v2", 128, 64, 8, 3, None),
+         ("v3", 64, 64, 4, 3, None), ("v3", 64, 64, 4, 2, 128), ("v3", 64, 128, 4, 2, None),
+         ("v3", 128, 64, 8, 2, 128), ("v3-lazy", 64, 64, 4, 2, 128), ("v3-lazy", 64, 64, 4, 3, None)],
+    128: [("v2", 128, 64, 8, 3, None), ("v2", 128, 128, 8, 3, None),
+          ("v3", 128, 64, 8, 3, None), ("v3", 128, 64, 8, 2, 128), ("v3", 64, 64, 4, 2, 128),
+          ("v3", 128, 128, 8, 2, None), ("v3-lazy", 128, 64, 8, 2, 128), ("v3-lazy", 128, 64, 8, 3, None),
+          ("v3-lazy", 128, 128, 8, 2, None)],
 }
+
+
+def fwd_candidate_config(base: FlashConfig, cand) -> FlashConfig:
+    """The FlashConfig of one forward candidate (all forward fields set, backward ones from base)."""
+    variant, m, n, w, s, reg = cand
+    flags = {f: False for f in ("fwd_tma", "fwd_relu_cvt", "fwd_zmask", "fwd_lazy")} | FWD_VARIANTS[variant]
+    return _cfg(base, fwd_m=m, fwd_n=n, fwd_warps=w, fwd_stages=s, fwd_maxnreg=reg, **flags)
+
+
 KV_CANDIDATES = {
     64: [(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 4), (16, 128, 4, 4)],
     128: [(32, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 3), (32, 64, 4, 3), (16, 128, 8, 3)],
@@ -95,18 +113,24 @@ def _try(fn) -> float:
         return math.inf
 
 
-def sweep_prefill(shape, log) -> FlashConfig:
+def sweep_prefill(shape, log, fwd_table: list[str], bwd: bool = True) -> FlashConfig:
     b, h, t, d = shape
     q, k, v, do = inputs(b, h, t, t, d)
+    flops = 4 * b * h * t * t * d / 2
     best = default_config(d, t)
     times = {}
-    for m, n, w, s in FWD_CANDIDATES[d]:
-        set_config_override(_cfg(best, fwd_m=m, fwd_n=n, fwd_warps=w, fwd_stages=s))
+    for cand in FWD_CANDIDATES[d]:
+        set_config_override(fwd_candidate_config(best, cand))
         with torch.no_grad():
-            times[(m, n, w, s)] = _try(lambda: ms(lambda: flash_attention(q, k, v, causal=True)))
-        log(f"  fwd {shape} {(m, n, w, s)}: {times[(m, n, w, s)]:.3f} ms")
-    m, n, w, s = min(times, key=times.get)
-    best = _cfg(best, fwd_m=m, fwd_n=n, fwd_warps=w, fwd_stages=s)
+            times[cand] = _try(lambda: ms(lambda: flash_attention(q, k, v, causal=True)))
+        tf = "-" if math.isinf(times[cand]) else f"{flops / (times[cand] * 1e-3) / 1e12:.1f}"
+        log(f"  fwd {shape} {cand}: {times[cand]:.3f} ms ({tf} TFLOP/s)")
+        fwd_table.append(f"| B{b} H{h} T{t} D{d} | {cand[0]} | {cand[1]}x{cand[2]}, {cand[3]} warps, {cand[4]} stages, "
+                         f"regs {cand[5] or 'auto'} | {times[cand]:.3f} | {tf} |")
+    best = fwd_candidate_config(best, min(times, key=times.get))
+    set_config_override(None)
+    if not bwd:
+        return best
     for field, cands in (("kv", KV_CANDIDATES[d]), ("dq", DQ_CANDIDATES[d])):
         times = {}
         for m, n, w, s in cands:
@@ -163,6 +187,7 @@ def fmt(x: float | str, unit: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--fwd-sweep-only", action="store_true", help="with --sweep: backward tiles stay the defaults")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     lines: list[str] = []
@@ -177,9 +202,10 @@ def main() -> None:
             f"python {platform.python_version()}")
     log(head)
     chosen: dict[object, FlashConfig] = {}
+    fwd_table: list[str] = []
     if args.sweep:
         for shape in PREFILL:
-            chosen[shape] = sweep_prefill(shape, log)
+            chosen[shape] = sweep_prefill(shape, log, fwd_table, bwd=not args.fwd_sweep_only)
             log(f"best {shape}: {chosen[shape]}")
         chosen[DECODE] = sweep_decode(log)
         log(f"best decode: {chosen[DECODE]}")
@@ -246,6 +272,9 @@ def main() -> None:
             return "-" if isinstance(o, str) or isinstance(sp[i], str) else f"{o / sp[i]:.2f}"
         lines.append(f"| {shape} | {ratio(r['sdpa flash'], 0)} | {ratio(r['sdpa cudnn'], 0)} | "
                      f"{ratio(r['sdpa flash'], 1)} | {ratio(r['sdpa cudnn'], 1)} | {ratio(r['triton softmax'], 0)} |")
+    if fwd_table:
+        lines += ["", "Forward versions and tiles (same run; median ms, TFLOP/s):", "",
+                  "| shape | version | tiles | ms | TFLOP/s |", "|---|---|---|---|---|"] + fwd_table
     if chosen:
         lines += ["", "Tile configs chosen by --sweep:", ""] + [f"- {s}: {c}" for s, c in chosen.items()]
     text = "\n".join([head, ""] + lines) + "\n"

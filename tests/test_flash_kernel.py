@@ -23,6 +23,7 @@ import torch
 from softpick_bench.kernels import reference
 from softpick_bench.kernels.dispatch import plan_mask, triton_attention
 from softpick_bench.kernels.flash import (
+    FWD_VARIANTS,
     FlashConfig,
     UnsupportedAttentionError,
     flash_attention,
@@ -149,6 +150,34 @@ def test_varlen_packed():
         assert grad_err(q.grad[qs].transpose(0, 1)[None], qi.grad) <= TOL32
         assert grad_err(k.grad[ks].transpose(0, 1)[None], ki.grad) <= TOL32
         assert grad_err(v.grad[ks].transpose(0, 1)[None], vi.grad) <= TOL32
+
+
+VARIANT_CFGS = {name: FlashConfig(**{**SMALL.__dict__, **flags, "fwd_maxnreg": 128 if flags else None})
+                for name, flags in FWD_VARIANTS.items()}
+
+
+@pytest.mark.parametrize("variant", list(VARIANT_CFGS))
+@pytest.mark.parametrize("kind", reference.NORMALIZATIONS)
+def test_forward_variants(variant, kind):
+    """Each forward version (tensor descriptors, lazy rescaling, zeroed masked scores) on causal
+    blocks with ragged ends, left/right key padding, GQA and large scores (frequent max growth)."""
+    set_config_override(VARIANT_CFGS[variant])
+    b, q_len, k_len = 2, 29, 45
+    q, k, v = rand_qkv(b, 4, 2, q_len, k_len, 32, spread=3.0, seed=13)
+    ks, ke = torch.tensor([0, 6]), torch.tensor([45, 38])
+    pos = torch.arange(k_len)
+    keep = ((pos >= ks[:, None]) & (pos < ke[:, None]))[:, None, None, :]
+    check_fwd_bwd(q, k, v, kind, causal=True, ref_mask=keep, key_start=ks, key_end=ke)
+    check_fwd_bwd(q, k, v, kind, causal=False, ref_mask=keep, key_start=ks, key_end=ke)
+
+
+@pytest.mark.parametrize("variant", ["v3", "v3-lazy"])
+def test_forward_variants_varlen_and_mask(variant):
+    set_config_override(VARIANT_CFGS[variant])
+    q, k, v = rand_qkv(2, 2, 1, 21, 27, 16, seed=17)
+    mask = (torch.rand(2, 2, 21, 27, generator=torch.Generator().manual_seed(4)) < 0.6)
+    check_fwd_bwd(q, k, v, "softpick", causal=True, ref_mask=mask, mask=mask)
+    test_varlen_packed()
 
 
 def test_float16_forward():

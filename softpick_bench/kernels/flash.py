@@ -49,6 +49,21 @@ class FlashConfig:
     dq_n: int = 32
     dq_warps: int = 4
     dq_stages: int = 3
+    # Forward variants (notes/kernel.md, v3): K/V through tensor descriptors (TMA), relu done by
+    # the bf16/fp16 conversion, lazy rescaling, masked softpick scores set to 0. All False: v2.
+    fwd_tma: bool = False
+    fwd_relu_cvt: bool = False
+    fwd_lazy: bool = False
+    fwd_zmask: bool = False
+    fwd_maxnreg: int | None = None  # register cap per thread (more programs per SM), None: compiler's choice
+
+
+# Forward kernel versions (notes/kernel.md); the benchmark times them side by side in one run.
+FWD_VARIANTS: dict[str, dict[str, bool]] = {
+    "v2": {},
+    "v3": {"fwd_tma": True, "fwd_relu_cvt": True, "fwd_zmask": True},
+    "v3-lazy": {"fwd_tma": True, "fwd_relu_cvt": True, "fwd_zmask": True, "fwd_lazy": True},
+}
 
 
 def default_config(head_dim: int, q_len: int) -> FlashConfig:
@@ -100,6 +115,24 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kind: str) 
     d = q.shape[-1]
     if d > 256 or k.shape[-1] != d or v.shape[-1] != d:
         raise UnsupportedAttentionError(f"head dims must match and be <= 256; got q {d}, k {k.shape[-1]}, v {v.shape[-1]}")
+
+
+class _TmaScratch:
+    """Global memory for the kernel's on-device tensor descriptors (triton.set_allocator)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, size: int, alignment: int, stream: int | None) -> torch.Tensor:
+        return torch.empty(size, dtype=torch.int8, device=self.device)
+
+
+def _tma_ok(k: torch.Tensor, v: torch.Tensor, d: int, block_d: int) -> bool:
+    """Tensor descriptors need 16-byte aligned bases and row/head/batch strides, and a full head dim."""
+    if d != block_d:
+        return False
+    esz = k.element_size()
+    return all(t.data_ptr() % 16 == 0 and all(st * esz % 16 == 0 for st in t.stride()[:3]) for t in (k, v))
 
 
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
@@ -156,6 +189,9 @@ class _FlashAttention(torch.autograd.Function):
         lse = _new(torch.empty(bt, hq, tq, dtype=torch.float32, device=q.device))
         mask_t, ms = _mask_args(mask, q.device)
         n_mb = triton.cdiv(max_q, config.fwd_m)
+        tma = config.fwd_tma and _tma_ok(k, v, d, block_d)
+        if tma:
+            triton.set_allocator(_TmaScratch(q.device))  # per call: the allocator is a context variable
         flash_fwd_kernel[(n_seq * hq, n_mb)](
             q, k, v, o, lse, meta, mask_t, *_strides3(q, k, v, o),
             lse.stride(0), lse.stride(1),
@@ -163,7 +199,10 @@ class _FlashAttention(torch.autograd.Function):
             hq, hq // hkv, scale * LOG2E, SOFTPICK_EPS, n_mb,
             KIND=kind_id, CAUSAL=causal, HAS_MASK=mask is not None, STORE_LSE=True,
             HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=config.fwd_m, BLOCK_N=config.fwd_n,
+            TMA=tma, RELU_CVT=config.fwd_relu_cvt and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16),
+            LAZY=config.fwd_lazy, ZMASK=config.fwd_zmask,
             num_warps=config.fwd_warps, num_stages=config.fwd_stages,
+            **({"maxnreg": config.fwd_maxnreg} if config.fwd_maxnreg else {}),
         )
         ctx.save_for_backward(q, k, v, o, lse, meta, mask)
         ctx.args = (kind_id, causal, scale, max_q, max_k, partial_keys, config)
@@ -290,5 +329,5 @@ def flash_flops(b: int, h: int, q_len: int, k_len: int, d: int, causal: bool) ->
     return f / 2 if causal else f
 
 
-__all__ = ["FlashConfig", "UnsupportedAttentionError", "default_config", "flash_attention", "flash_flops",
+__all__ = ["FWD_VARIANTS", "FlashConfig", "UnsupportedAttentionError", "default_config", "flash_attention", "flash_flops",
            "set_config_override", "set_poison"]

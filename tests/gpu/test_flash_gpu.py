@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from softpick_bench.kernels import dispatch, reference
-from softpick_bench.kernels.flash import flash_attention, set_poison
+from softpick_bench.kernels.flash import default_config, flash_attention, set_config_override, set_poison
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 OUT_TOL, GRAD_TOL = 1e-2, 2e-2
@@ -124,6 +124,37 @@ def test_decode(k_len):
     out = dispatch.attention_forward(q, k, v, "softpick", mask, 128**-0.5)
     ref = reference.attention(q.float(), k.float(), v.float(), mask=mask)
     assert rel(out, ref) <= OUT_TOL
+
+
+def _fwd_candidates():
+    """Every new forward candidate the benchmark may choose (benchmarks/attention.py; v2 rows are the
+    previous kernel, checked by the tests above at its tiles)."""
+    from benchmarks.attention import FWD_CANDIDATES
+    return [(d, c) for d, cands in FWD_CANDIDATES.items() for c in cands if c[0] != "v2"]
+
+
+@pytest.mark.parametrize("cand", _fwd_candidates(), ids=lambda dc: f"d{dc[0]}-" + "-".join(map(str, dc[1])))
+def test_forward_candidates(cand):
+    """Each forward version and tile config of the benchmark sweep: causal with ragged lengths and
+    GQA, left/right key padding, softmax too (lazy rescaling applies to every kind), fp16."""
+    from benchmarks.attention import fwd_candidate_config
+
+    d, c = cand
+    cfg = fwd_candidate_config(default_config(d, 1024), c)
+    set_config_override(cfg)
+    try:
+        check(*qkv(1, 8, 2, 1000, 1000, d))
+        check(*qkv(2, 4, 4, 77, 333, d), causal=False)
+        q, k, v = qkv(3, 4, 2, 260, 260, d)
+        ks = torch.tensor([0, 40, 7], device="cuda")
+        ke = torch.tensor([260, 260, 150], device="cuda")
+        pos = torch.arange(260, device="cuda")
+        keep = ((pos >= ks[:, None]) & (pos < ke[:, None]))[:, None, None, :]
+        check(q, k, v, ref_mask=keep, key_start=ks, key_end=ke)
+        check(*qkv(2, 4, 2, 384, 384, d), kind="softmax")
+        check(*qkv(2, 4, 2, 384, 384, d, dtype=torch.float16))
+    finally:
+        set_config_override(None)
 
 
 def _token_logprobs(model, ids, attn):
