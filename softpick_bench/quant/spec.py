@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DEFAULT_SKIP = ("embed_tokens", "lm_head")
-GRANULARITIES = ("per_token", "per_tensor", "per_head")
 
 
 @dataclass(frozen=True)
