@@ -72,9 +72,10 @@ def default_config(head_dim: int, q_len: int) -> FlashConfig:
     if q_len <= 16:  # decoding: one query block, memory-bound on K/V
         return FlashConfig(fwd_m=16, fwd_n=128 if head_dim <= 128 else 64, fwd_warps=4, fwd_stages=2)
     if head_dim <= 64:
-        return FlashConfig(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, fwd_maxnreg=128, **FWD_VARIANTS["v3-ptr"],
+        # device run 4's sweep winner (the committed table's config); v2 at 64x64x3 stages was within noise
+        return FlashConfig(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, fwd_maxnreg=128, **FWD_VARIANTS["v3"],
                            kv_m=16, kv_n=128, kv_warps=4, kv_stages=4, dq_m=64, dq_n=64, dq_warps=4, dq_stages=3)
-    if head_dim <= 128:  # 128 registers: 2 programs per SM instead of 1 (device run 3: +7% at T4096)
+    if head_dim <= 128:  # 128 registers: 2 programs per SM instead of 1 (+7% at T4096 in run 3, +15% in run 4)
         return FlashConfig(fwd_m=128, fwd_n=64, fwd_warps=8, fwd_stages=2, fwd_maxnreg=128, **FWD_VARIANTS["v3"],
                            kv_m=32, kv_n=64, kv_warps=4, kv_stages=3, dq_m=128, dq_n=32, dq_warps=8, dq_stages=3)
     return FlashConfig(fwd_m=64, fwd_n=32, fwd_warps=4, fwd_stages=2,
