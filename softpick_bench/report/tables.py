@@ -17,10 +17,18 @@ from softpick_bench.quant.spec import QuantSpec
 KINDS = ("softmax", "softpick")
 
 
+def _kv_error(details: dict) -> float | None:
+    kv = details.get("kv")
+    if not kv:
+        return None
+    return max(kv.get("rel_error_keys") or 0.0, kv.get("rel_error_values") or 0.0)
+
+
 def tidy(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
         report = r.get("quant_report") or {}
+        details = report.get("details") or {}
         for m in r.get("metrics", []):
             rows.append(
                 {
@@ -40,6 +48,9 @@ def tidy(records: list[dict]) -> pd.DataFrame:
                     "layers_quantized": report.get("layers_quantized"),
                     "layers_total": report.get("layers_total"),
                     "rel_weight_error": report.get("mean_rel_weight_error"),
+                    "rel_act_error": details.get("activation", {}).get("mean_rel_error"),
+                    "rel_kv_error": _kv_error(details),
+                    "rel_probs_error": details.get("probs", {}).get("rel_error"),
                     "effective_bits": report.get("effective_bits"),
                     "quantize_s": r["timing"]["quantize_s"],
                     "evaluate_s": r["timing"]["evaluate_s"],
@@ -66,6 +77,10 @@ def _fmt(x) -> str:
     if abs(x) >= 1e4 or (abs(x) < 1e-3 and x != 0):
         return f"{x:.3g}"
     return f"{x:.4g}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def _fmt_count(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else str(int(x))
 
 
 def _fmt_delta(x) -> str:
@@ -121,18 +136,21 @@ def markdown(df: pd.DataFrame, skipped: list[dict] = (), errors: list[dict] = ()
                 )
             lines.append("")
         proof = df.drop_duplicates(["pair", "kind", "quant"])
-        proof = proof[proof.method != "none"]
+        proof = proof[proof.quant != "none"]
         if not proof.empty:
             lines += [
                 "### Proof of quantization",
                 "",
-                "| pair | kind | quant | layers quantized | rel. weight error | bits/param | skipped |",
-                "|---|---|---|---:|---:|---:|---|",
+                "| pair | kind | quant | layers quantized | rel. weight error | bits/param "
+                "| rel. act / KV / probs error | skipped |",
+                "|---|---|---|---:|---:|---:|---|---|",
             ]
             for _, r in proof.iterrows():
                 lines.append(
-                    f"| {r['pair']} | {r['kind']} | {r['quant']} | {int(r['layers_quantized'])}/{int(r['layers_total'])} "
-                    f"| {_fmt(r['rel_weight_error'])} | {_fmt(r['effective_bits'])} | {r['skip'] or '–'} |"
+                    f"| {r['pair']} | {r['kind']} | {r['quant']} | {_fmt_count(r['layers_quantized'])}/{_fmt_count(r['layers_total'])} "
+                    f"| {_fmt(r['rel_weight_error'])} | {_fmt(r['effective_bits'])} "
+                    f"| {_fmt(r['rel_act_error'])} / {_fmt(r['rel_kv_error'])} / {_fmt(r['rel_probs_error'])} "
+                    f"| {r['skip'] or '–'} |"
                 )
             lines.append("")
     if skipped:
