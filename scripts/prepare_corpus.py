@@ -6,7 +6,7 @@
 
 Every *.txt / *.txt.gz file in --src is read (documents separated by form-feed lines, the
 shared corpus's format; a file without separators is one document) and tokenized with the
-project's BPE (softpick_bench/assets/tokenizer), each document followed by eos. The file
+project's BPE (softpick_bench/assets/tokenizer), each document written as `bos doc eos`. The file
 named by --val-file is held out whole: validation loss and the committed analysis text
 come only from it, training never sees it. Training documents are taken file by file in
 sorted order until --max-train-tokens (the corpus files are already shuffled documents).
@@ -41,19 +41,19 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     tok = Tokenizer.from_file(str(TOKENIZER))
-    eos = tok.token_to_id("</s>")
+    eos, bos = tok.token_to_id("</s>"), tok.token_to_id("<s>")
     files = sorted(p for p in args.src.iterdir() if p.name.endswith((".txt", ".txt.gz")))
     val_path = args.src / args.val_file
     if val_path not in files:
         raise SystemExit(f"--val-file {args.val_file!r} is not a text file in {args.src}")
     t0 = time.time()
     val_docs = read_documents(val_path)
-    val = encode_documents(tok, val_docs, eos, args.max_val_tokens)
+    val = encode_documents(tok, val_docs, eos, args.max_val_tokens, bos_id=bos)
     train_parts, used, remaining = [], [], args.max_train_tokens
     for path in files:
         if path == val_path or (remaining is not None and remaining <= 0):
             continue
-        ids = encode_documents(tok, read_documents(path), eos, remaining)
+        ids = encode_documents(tok, read_documents(path), eos, remaining, bos_id=bos)
         train_parts.append(ids)
         used.append(path.name)
         remaining = None if remaining is None else remaining - ids.size
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         "val_file": args.val_file,
         "tokenizer_sha256_16": tokenizer_hash(TOKENIZER),
         "eos_id": eos,
-        "bos_id": tok.token_to_id("<s>"),
+        "bos_id": bos,
         "vocab_size": tok.get_vocab_size(),
-        "documents_joined_with": "eos",
+        "documents_joined_with": "bos doc eos",
     }
     write_shards(args.out, train, val, meta)
     print(f"wrote {args.out}: train {train.size} tokens, val {val.size} tokens ({time.time() - t0:.0f} s)")
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         text = DOC_SEPARATOR.join(sample)
         if len(text.encode()) > args.heldout_bytes:  # the last document is cut at a line end
             text = text.encode()[: args.heldout_bytes].decode("utf-8", errors="ignore").rsplit("\n", 1)[0]
-        with gzip.open(args.heldout_text, "wt", encoding="utf-8", compresslevel=9) as fh:
-            fh.write(text + "\n")
+        with open(args.heldout_text, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as fh:
+            fh.write((text + "\n").encode("utf-8"))  # mtime 0: the same text gives the same bytes
         print(f"wrote {args.heldout_text}: {len(sample)} documents, {len(text.encode())} bytes raw")
 
 

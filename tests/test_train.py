@@ -27,19 +27,22 @@ def test_lr_schedule_warmup_then_cosine():
 
 def test_batches_are_a_function_of_seed_and_step():
     tokens = np.arange(1000, dtype=np.uint16) + 3
-    a = train_batch(tokens, 5, 4, 16, seed=7, bos_id=0)
-    assert a.shape == (4, 17) and bool((a[:, 0] == 0).all())
-    assert torch.equal(a, train_batch(tokens, 5, 4, 16, seed=7, bos_id=0))
-    assert not torch.equal(a, train_batch(tokens, 6, 4, 16, seed=7, bos_id=0))
-    assert bool((a[:, 2:] - a[:, 1:-1] == 1).all())  # contiguous slices of the stream
-    rows = list(val_batches(tokens, 16, 3, 10, bos_id=0))
-    assert [r.shape[0] for r in rows] == [3, 3, 3, 1] and int(rows[1][0, 1]) == 3 + 3 * 16
+    a = train_batch(tokens, 5, 4, 16, seed=7)
+    assert a.shape == (4, 17)
+    assert torch.equal(a, train_batch(tokens, 5, 4, 16, seed=7))
+    assert not torch.equal(a, train_batch(tokens, 6, 4, 16, seed=7))
+    assert bool((a[:, 1:] - a[:, :-1] == 1).all())  # contiguous slices of the stream
+    rows = list(val_batches(tokens, 16, 3, 10))
+    assert [r.shape[0] for r in rows] == [3, 3, 3, 1] and int(rows[1][0, 0]) == 3 + 3 * 16
+    assert int(rows[0][0, -1]) == int(rows[0][1, 0])  # consecutive rows share one boundary token
+    assert len(list(val_batches(tokens[:33], 16, 8, 100))) == 1 and sum(r.shape[0] for r in val_batches(tokens[:33], 16, 8, 100)) == 2
 
 
 def test_encode_documents_joins_with_eos():
     tok = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
-    ids = encode_documents(tok, ["Hello world.", "Second document."], eos_id=1)
+    ids = encode_documents(tok, ["Hello world.", "Second document."], eos_id=1, bos_id=0)
     assert ids.dtype == np.uint16 and (ids == 1).sum() == 2 and ids[-1] == 1
+    assert (ids == 0).sum() == 2 and ids[0] == 0 and ids[list(ids).index(1) + 1] == 0  # bos doc eos bos doc eos
     assert encode_documents(tok, ["Hello world.", "Second document."], eos_id=1, max_tokens=3).size == 3
 
 
@@ -59,9 +62,9 @@ def test_training_attention_matches_reference(kind):
 def _toy_shards(folder):
     tok = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
     docs = [f"Story {i}: the cat sat on the mat and looked at the {i} birds. " * 8 for i in range(40)]
-    ids = encode_documents(tok, docs, eos_id=1)
+    ids = encode_documents(tok, docs, eos_id=1, bos_id=0)
     meta = {"tokenizer_sha256_16": tokenizer_hash(TOKENIZER_DIR / "tokenizer.json"), "bos_id": 0, "eos_id": 1,
-            "vocab_size": tok.get_vocab_size(), "train_files": ["toy"]}
+            "vocab_size": tok.get_vocab_size(), "train_files": ["toy"], "documents_joined_with": "bos doc eos"}
     write_shards(folder, ids[: int(ids.size * 0.8)], ids[int(ids.size * 0.8) :], meta)
 
 
@@ -71,7 +74,7 @@ def test_train_pair_end_to_end(tmp_path):
     recipe.write_text(
         "name: toy\nmodel: {hidden: 32, layers: 2, heads: 2, intermediate: 64, max_positions: 64}\n"
         "seq_len: 32\nbatch_size: 4\nsteps: 12\nlr: 1.0e-2\nwarmup_steps: 2\neval_every: 6\nval_rows: 8\n"
-        "log_every: 1\nseed: 3\n"
+        "log_every: 1\nseed: 3\ntrack_analysis_samples: 2\ntrack_analysis_seq_len: 16\n"
     )
     assert train_main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"),
                        "--data", str(tmp_path / "shards"), "--device", "cpu"]) == 0
@@ -88,6 +91,9 @@ def test_train_pair_end_to_end(tmp_path):
         assert loaded.model.config.training["steps"] == 12
         assert (tmp_path / "run" / kind / "train_config.json").is_file()
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    tracked = [r for r in log if r.get("event") == "analysis"]
+    assert {(r["kind"], r["step"]) for r in tracked} == {(k, s) for k in ("softmax", "softpick") for s in (6, 12)}
+    assert all(0.0 <= r["sink_rate_0.3"] <= 1.0 and r["n_samples"] == 2 for r in tracked)
     # identical init: attention kind adds no parameters, so step-0 weights match; the
     # pair's first-step losses differ only through attention
     assert first["softmax"] != first["softpick"]

@@ -7,7 +7,10 @@ force), which exposes the attention maps and each head's output:
 
 - sink_rate_0.2 / sink_rate_0.3: per sample, the fraction of (layer, head) pairs whose mean
   attention to the first token, over all query positions (every position of an unpadded
-  sample is a valid query), exceeds eps; averaged over samples (Gu et al. 2024).
+  sample is a valid query), exceeds eps; averaged over samples (Gu et al. 2024). The
+  metric depends on the sample length (a uniform head gives H_T / T to the first token:
+  0.074 at T = 64, 0.013 at T = 512); the defaults follow Gu et al.'s released evaluation
+  (sink_metric on the first 64 tokens of 100 samples), and details record T.
 - kurtosis: Pearson (not excess) kurtosis mu4 / mu2^2 over all values of all hidden states:
   the embedding output and every decoder layer's output (before the final norm);
   hidden_min / hidden_max over the same values.
@@ -113,6 +116,11 @@ class AttentionStats:
         per = torch.stack([torch.stack(layers) for layers in self.sink_mass])  # (S, L, H)
         return [round(float(v), 4) for v in (per > eps).double().mean(dim=(0, 2))]
 
+    def per_layer_first_mass(self) -> list[float]:
+        """Mean attention to the first token per layer (over samples and heads): sinks below eps show here."""
+        per = torch.stack([torch.stack(layers) for layers in self.sink_mass])  # (S, L, H)
+        return [round(float(v), 4) for v in per.mean(dim=(0, 2))]
+
 
 def _mask_fn(*args, **kwargs):
     kwargs["allow_is_causal_skip"] = False
@@ -214,6 +222,7 @@ def analyse(model: torch.nn.Module, kind: str, rows: torch.Tensor, device: str) 
         "heads_total": heads,
         "dead_heads_count": dead_count,
         "sink_rate_0.3_per_layer": stats.per_layer_sink(0.3),
+        "first_token_mass_per_layer": stats.per_layer_first_mass(),
         "attention": f"reference, kind {kind}",
     }
     return values, details
@@ -226,8 +235,8 @@ HIGHER_IS_BETTER = {"sink_rate_0.2": None, "sink_rate_0.3": None, "kurtosis": No
 @register_task(
     "analysis",
     options={
-        "n_samples": TaskOption(int, 16, "sample sequences (one forward pass each)"),
-        "seq_len": TaskOption(int, 512, "tokens per sample, bos included"),
+        "n_samples": TaskOption(int, 100, "sample sequences (one forward pass each)"),
+        "seq_len": TaskOption(int, 64, "tokens per sample, bos included (Gu et al.'s sink metric uses 64)"),
         "seed": TaskOption(int, 0, "which windows of the sample text are taken"),
         "source": TaskOption(str, DEFAULT_SOURCE, "'corpus-heldout' (held-out corpus slice) or a text file path"),
     },
@@ -242,7 +251,7 @@ def analysis_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
             for name, value in values.items()]
 
 
-def analyse_checkpoint(folder: Path, device: str = "cpu", n_samples: int = 16, seq_len: int = 512) -> dict:
+def analyse_checkpoint(folder: Path, device: str = "cpu", n_samples: int = 100, seq_len: int = 64) -> dict:
     """Load a checkpoint and return {"values", "details"} of the analysis task (float32 weights)."""
     from softpick_bench.eval.tasks import make_spec
     from softpick_bench.models.checkpoint import load_checkpoint

@@ -37,6 +37,8 @@ class TrainConfig:
     eval_every: int = 250
     val_rows: int = 256  # validation rows of seq_len tokens (fixed, from the held-out file)
     log_every: int = 25
+    track_analysis_samples: int = 32  # analysis metrics at every evaluation (0 = off): sinks over training
+    track_analysis_seq_len: int = 64
     autocast: str = "bf16"  # bf16 on CUDA; CPU always runs float32
     attention_backend: str = "auto"  # auto | kernel | reference (softpick); softmax auto -> sdpa
     save_dtype: str = "bfloat16"

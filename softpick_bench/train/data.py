@@ -1,16 +1,20 @@
 """Token shards for training and packed batches with document boundaries.
 
-A shard folder holds `train.bin` and `val.bin` (flat little-endian uint16 token ids,
-documents joined with the tokenizer's eos id) and `meta.json` (counts, sources, the
-tokenizer's hash). Built by scripts/prepare_corpus.py; never committed (tens of MB).
+A shard folder holds `train.bin` and `val.bin` (flat little-endian uint16 token ids) and
+`meta.json` (counts, sources, the tokenizer's hash). Built by scripts/prepare_corpus.py;
+never committed (tens of MB).
 
-Packing: a training row is `bos` followed by `seq_len` tokens cut from a random offset
-of the packed stream, so one row usually spans several documents separated by eos.
-Attention DOES cross document boundaries inside a row (plain causal attention, as in
-GPT-2/Llama-style packed pre-training): it keeps softmax on torch SDPA and softpick on
-the kernel's plain causal path, and the eos token tells the model a new document began.
-Every row starts with bos, so "the first token" (the one attention sinks form on) is the
-same token in training, validation and the analysis samples.
+Packing (as the paper's training pipeline, flame, does with the Llama tokenizer): every
+document is written as `bos doc eos`, documents are concatenated, and a training row is
+`seq_len + 1` consecutive tokens from a random offset of that stream. A row therefore
+starts anywhere (usually mid-document) and usually spans several documents; bos/eos mark
+the boundaries. Attention DOES cross document boundaries inside a row (plain causal
+attention, as in GPT-2/Llama-style packed pre-training): it keeps softmax on torch SDPA and
+softpick on the kernel's plain causal path, and the bos/eos tokens tell the model where a
+document begins. Rows do not all start with bos on purpose: a constant first token would be
+a free learnt bias slot that softpick heads can attend to, which the paper's models (whose
+windows start at arbitrary tokens) never had; the softmax sink on the first position forms
+either way.
 """
 
 from __future__ import annotations
@@ -41,13 +45,15 @@ def tokenizer_hash(tokenizer_json: Path) -> str:
     return hashlib.sha256(tokenizer_json.read_bytes()).hexdigest()[:16]
 
 
-def encode_documents(tokenizer, docs: list[str], eos_id: int, max_tokens: int | None = None) -> np.ndarray:
-    """Token ids of `docs`, each followed by eos, cut at `max_tokens` (whole documents first)."""
+def encode_documents(
+    tokenizer, docs: list[str], eos_id: int, max_tokens: int | None = None, bos_id: int | None = None
+) -> np.ndarray:
+    """Token ids of `docs`, each as [bos] doc eos, concatenated and cut at `max_tokens`."""
     out: list[np.ndarray] = []
     total = 0
     for start in range(0, len(docs), 64):
         for enc in tokenizer.encode_batch(docs[start : start + 64], add_special_tokens=False):
-            ids = np.asarray(enc.ids + [eos_id], dtype=np.int64)
+            ids = np.asarray(([] if bos_id is None else [bos_id]) + enc.ids + [eos_id], dtype=np.int64)
             if ids.max(initial=0) >= np.iinfo(TOKEN_DTYPE).max:
                 raise ValueError("token id does not fit uint16; vocab too large for this shard format")
             out.append(ids.astype(TOKEN_DTYPE))
@@ -83,29 +89,25 @@ class TokenShards:
         return cls(train=train, val=val, meta=meta)
 
 
-def _rows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int) -> torch.Tensor:
-    """(B, seq_len + 1) rows: bos then seq_len tokens from each start."""
-    body = np.stack([np.asarray(tokens[s : s + seq_len], dtype=np.int64) for s in starts])
-    bos = np.full((len(starts), 1), bos_id, dtype=np.int64)
-    return torch.from_numpy(np.concatenate([bos, body], axis=1))
+def _rows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
+    """(B, seq_len + 1) rows of consecutive tokens: inputs are row[:-1], targets row[1:]."""
+    return torch.from_numpy(np.stack([np.asarray(tokens[s : s + seq_len + 1], dtype=np.int64) for s in starts]))
 
 
-def train_batch(tokens: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, bos_id: int) -> torch.Tensor:
+def train_batch(tokens: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> torch.Tensor:
     """The batch of `step`: a pure function of (seed, step), so both sides of a pair see it."""
-    if tokens.size <= seq_len:
-        raise ValueError(f"{tokens.size} training tokens is not more than one row of {seq_len}")
+    if tokens.size <= seq_len + 1:
+        raise ValueError(f"{tokens.size} training tokens is not more than one row of {seq_len + 1}")
     rng = np.random.default_rng([seed, step])
     starts = rng.integers(0, tokens.size - seq_len, size=batch_size)
-    return _rows(tokens, starts, seq_len, bos_id)
+    return _rows(tokens, starts, seq_len)
 
 
-def val_batches(
-    tokens: np.ndarray, seq_len: int, batch_size: int, max_rows: int, bos_id: int
-) -> Iterator[torch.Tensor]:
-    """Fixed, non-overlapping validation rows from the start of the held-out stream."""
-    n_rows = min(max_rows, tokens.size // seq_len)
+def val_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_rows: int) -> Iterator[torch.Tensor]:
+    """Fixed validation rows from the start of the held-out stream (each predicts seq_len new tokens)."""
+    n_rows = min(max_rows, (tokens.size - 1) // seq_len)
     if n_rows == 0:
-        raise ValueError(f"{tokens.size} validation tokens is less than one row of {seq_len}")
+        raise ValueError(f"{tokens.size} validation tokens is less than one row of {seq_len + 1}")
     starts = np.arange(n_rows) * seq_len
     for i in range(0, n_rows, batch_size):
-        yield _rows(tokens, starts[i : i + batch_size], seq_len, bos_id)
+        yield _rows(tokens, starts[i : i + batch_size], seq_len)

@@ -52,11 +52,11 @@ def lm_loss(model: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validation_loss(model, shards: TokenShards, cfg: TrainConfig, device: str, bos_id: int) -> float:
+def validation_loss(model, shards: TokenShards, cfg: TrainConfig, device: str) -> float:
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for rows in val_batches(shards.val, cfg.seq_len, cfg.batch_size, cfg.val_rows, bos_id):
+    for rows in val_batches(shards.val, cfg.seq_len, cfg.batch_size, cfg.val_rows):
         rows = rows.to(device)
         with _autocast(cfg, device):
             loss = lm_loss(model, rows)
@@ -106,7 +106,8 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
     if shards.meta.get("tokenizer_sha256_16") != tok_hash:
         raise ValueError(f"shards were built with tokenizer {shards.meta.get('tokenizer_sha256_16')}, not {tok_hash}")
     tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
-    bos_id = shards.meta["bos_id"]
+    if shards.meta.get("documents_joined_with") != "bos doc eos":
+        raise ValueError(f"{data_dir or cfg.data}: shards of an older format; rebuild with scripts/prepare_corpus.py")
     shape = cfg.model
     model_config = tiny_llama_config(
         vocab_size=shards.meta["vocab_size"], hidden=shape.hidden, layers=shape.layers, heads=shape.heads,
@@ -124,11 +125,17 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
         log.write(event="setup", kind=kind, backend=backend, why=why,
                   params=sum(p.numel() for p in model.parameters()))
         print(f"[{kind}] attention backend: {backend} ({why})", flush=True)
+    track_rows = None
+    if cfg.track_analysis_samples:
+        from softpick_bench.eval.analysis import analyse, sample_sequences, source_documents
+
+        docs, _ = source_documents("corpus-heldout")
+        track_rows = sample_sequences(tokenizer, docs, cfg.track_analysis_samples, cfg.track_analysis_seq_len, seed=0)
     tokens_per_step = cfg.batch_size * cfg.seq_len
     window = max(1, min(50, cfg.steps // 20))
     start, steps_done, truncated = time.time(), 0, False
     for step in range(cfg.steps):
-        rows = train_batch(shards.train, step, cfg.batch_size, cfg.seq_len, cfg.seed, bos_id).to(device)
+        rows = train_batch(shards.train, step, cfg.batch_size, cfg.seq_len, cfg.seed).to(device)
         lr = lr_at(step, cfg)
         for side in sides:
             t0 = time.perf_counter()
@@ -157,9 +164,17 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
             truncated, last = True, True
         if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
             for side in sides:
-                val = validation_loss(side.model, shards, cfg, device, bos_id)
+                val = validation_loss(side.model, shards, cfg, device)
                 side.val_losses.append((step + 1, val))
                 log.write(event="val", kind=side.kind, step=step + 1, val_loss=val)
+                if track_rows is not None:
+                    side.model.eval()
+                    values, _ = analyse(side.model, side.kind, track_rows, device)
+                    side.model.train()
+                    log.write(event="analysis", kind=side.kind, step=step + 1, seq_len=cfg.track_analysis_seq_len,
+                              n_samples=cfg.track_analysis_samples, **values)
+                    print(f"step {step + 1} {side.kind} analysis: "
+                          + " ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
             print(f"step {step + 1} val " + " ".join(f"{s.kind} {s.val_losses[-1][1]:.4f}" for s in sides), flush=True)
         if truncated:
             print(f"time limit {cfg.time_limit_s} s reached: stopped after {steps_done} steps", flush=True)
