@@ -10,13 +10,28 @@ but faster:
 - for Llama-style models the vocabulary projection and log-softmax run only on the
   continuation positions, not on every position of every row (HFLM materialises
   B x T x vocab log-probabilities); log-softmax is taken in float32.
-The model is called without an attention mask (right padding, causal), exactly like
-HFLM; the kinds registered in softpick_bench.models.attention build their own boolean
-causal mask, so a softpick model runs softpick attention (Triton on CUDA, reference on CPU).
+Two scoring loops compute the same numbers:
+- packed (default where it applies): the requests of a batch are concatenated into one
+  row of N tokens, no padding, position ids restarting at 0 for each request, and the
+  attention kinds of softpick_bench.models.attention get cu_seq_lens_q/k (transformers'
+  FlashAttentionKwargs) so each request attends causally to itself only (Triton cu_seqlens
+  path on CUDA, one request at a time through the reference on CPU). No (N, N) or
+  (B, T, T) mask exists (models.attention.packed_attention_mask). The next batch is built
+  and launched before the previous one's results are copied back, so the GPU never waits
+  on Python between batches. Applies to Llama-type models running one of our attention
+  kinds; "auto" also keeps the padded loop when attention hooks (KV or probability
+  quantization) are set, since the packed path would apply them one request at a time.
+- padded: right-padded (B, T) batches called without an attention mask, exactly like
+  HFLM; our kinds build their own boolean (B, 1, T, T) causal mask.
+Either way a softpick model runs softpick attention (Triton on CUDA, reference on CPU).
+`BenchLM.default_packing` ("auto", "on", "off") picks the loop for instances built without
+an explicit `packing` (the registered evaluators build their own; the throughput benchmark
+flips it to time both loops in one run).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -25,8 +40,13 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-# Model types whose CausalLM head is exactly lm_head(decoder(ids)) (no logit scaling or capping).
+from softpick_bench.models.attention import ATTENTION_KINDS, HOOKS_ATTR, packed_attention_mask
+
+# Model types whose CausalLM head is exactly lm_head(decoder(ids)) (no logit scaling or capping),
+# and whose decoder takes position_ids and hands its extra kwargs to the attention function.
 _PLAIN_HEAD_TYPES = ("llama",)
+
+PACKING_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -37,11 +57,34 @@ class _Scored:
     request_str: tuple | None
 
 
+@dataclass
+class _Pending:
+    """A packed batch in flight: its requests, and its per-token results still on the device."""
+
+    batch: list[_Scored]
+    results: torch.Tensor  # (2, n_scored) float32: token log-probabilities, greedy flags (1.0 / 0.0)
+    done: torch.cuda.Event | None
+
+
 class BenchLM(HFLM):
     """HFLM around an already loaded (possibly quantized) model object."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, batch_tokens: int | None = None, max_length=None):
+    default_packing = "auto"  # for instances built without `packing` (see the module docstring)
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 32,
+        batch_tokens: int | None = None,
+        max_length=None,
+        packing: str | None = None,
+    ):
         super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
+        packing = packing or type(self).default_packing
+        if packing not in PACKING_MODES:
+            raise ValueError(f"packing {packing!r} unknown; valid: {', '.join(PACKING_MODES)}")
+        self.packing = packing
         self.batch_tokens = batch_tokens
         self.forward_calls = 0
         self.forward_tokens = 0  # padded tokens through the model, for throughput accounting
@@ -49,6 +92,111 @@ class BenchLM(HFLM):
         self.scored_tokens = 0  # continuation positions put through the vocabulary projection
         self.causal_pairs = 0  # sum over requests of L(L+1)/2: (query, key) pairs causal attention computes
         self.model_seconds = 0.0  # wall time inside the scoring loop (synchronised by the .cpu() copies)
+
+    def packing_problem(self) -> str | None:
+        """Why the packed loop cannot run on this model (None: it can)."""
+        config = self.model.config
+        if getattr(config, "model_type", None) not in _PLAIN_HEAD_TYPES:
+            return f"model type {getattr(config, 'model_type', None)!r} is not one of {_PLAIN_HEAD_TYPES}"
+        if getattr(config, "_attn_implementation", None) not in ATTENTION_KINDS:
+            return f"attention implementation {config._attn_implementation!r} is not one of {ATTENTION_KINDS}"
+        return None
+
+    def uses_packing(self) -> bool:
+        """Whether `_loglikelihood_tokens` runs the packed loop (raises if packing='on' cannot)."""
+        if self.packing == "off":
+            return False
+        problem = self.packing_problem()
+        if self.packing == "on":
+            if problem:
+                raise ValueError(f"packing='on' but {problem}")
+            return True
+        if problem:
+            return False
+        hooked = any(getattr(m, HOOKS_ATTR, None) is not None for m in self.model.modules())
+        return not hooked
+
+    def _packs(self, reqs: list[_Scored]) -> list[list[_Scored]]:
+        """Longest first; a pack grows until the request count or the token budget is reached (no padding)."""
+        reqs = sorted(reqs, key=lambda r: (-len(r.inp), r.index))
+        packs: list[list[_Scored]] = []
+        tokens = 0
+        for r in reqs:
+            if packs:
+                cur = packs[-1]
+                fits_tokens = self.batch_tokens is None or tokens + len(r.inp) <= self.batch_tokens
+                if len(cur) < self.batch_size and fits_tokens:
+                    cur.append(r)
+                    tokens += len(r.inp)
+                    continue
+            packs.append([r])
+            tokens = len(r.inp)
+        return packs
+
+    def _launch_pack(self, batch: list[_Scored]) -> _Pending:
+        """Build one packed row, run the model on it, start the copy of its results back (no wait)."""
+        lengths = torch.tensor([len(r.inp) for r in batch])
+        ends = lengths.cumsum(0)
+        starts = ends - lengths
+        n_tokens = int(ends[-1])
+        n_cont = torch.tensor([len(r.cont) for r in batch])
+        ids = torch.tensor(list(itertools.chain.from_iterable(r.inp for r in batch)))
+        positions = torch.arange(n_tokens) - starts.repeat_interleave(lengths)
+        # continuation rows: the last len(cont) positions of each request
+        cont_start = (ends - n_cont).repeat_interleave(n_cont)
+        cont_rows = cont_start + torch.arange(int(n_cont.sum())) - (n_cont.cumsum(0) - n_cont).repeat_interleave(n_cont)
+        target = torch.tensor(list(itertools.chain.from_iterable(r.cont for r in batch)))
+        cu = torch.cat([torch.zeros(1, dtype=torch.long), ends])
+        host = torch.cat([ids, positions, cont_rows, target, cu])
+        device = torch.device(self.device)
+        cuda = device.type == "cuda"
+        if cuda:
+            host = host.pin_memory()
+        dev = host.to(device, non_blocking=cuda)
+        n_scored = target.numel()
+        ids_d, pos_d, rows_d, target_d, cu_d = torch.split(dev, [n_tokens, n_tokens, n_scored, n_scored, len(batch) + 1])
+        cu_d = cu_d.to(torch.int32)
+        longest = int(lengths.max())
+        model = self.model
+        with torch.no_grad():
+            hidden = model.get_decoder()(
+                input_ids=ids_d[None],
+                position_ids=pos_d[None],
+                attention_mask=packed_attention_mask(device),
+                use_cache=False,
+                cu_seq_lens_q=cu_d,
+                cu_seq_lens_k=cu_d,
+                max_length_q=longest,
+                max_length_k=longest,
+            ).last_hidden_state[0]
+            logits = model.get_output_embeddings()(hidden[rows_d]).float()
+            logprobs = F.log_softmax(logits, dim=-1)
+            token_lp = logprobs.gather(1, target_d[:, None]).squeeze(1)
+            greedy = (logprobs.argmax(dim=-1) == target_d).float()
+            results = torch.stack([token_lp, greedy])
+            done = None
+            if cuda:
+                results = results.to("cpu", non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+        self.forward_calls += 1
+        self.forward_tokens += n_tokens
+        self.real_tokens += n_tokens
+        self.scored_tokens += n_scored
+        self.causal_pairs += int((lengths * (lengths + 1) // 2).sum())
+        return _Pending(batch, results, done)
+
+    @staticmethod
+    def _finish_pack(pending: _Pending) -> list[tuple[float, bool]]:
+        if pending.done is not None:
+            pending.done.synchronize()
+        token_lp, greedy = pending.results[0], pending.results[1]
+        out, start = [], 0
+        for r in pending.batch:
+            n = len(r.cont)
+            out.append((float(token_lp[start : start + n].sum()), bool(greedy[start : start + n].all())))
+            start += n
+        return out
 
     def _batches(self, reqs: list[_Scored]) -> list[list[_Scored]]:
         """Longest first; a batch grows until the request count or the padded-token budget is reached."""
@@ -109,16 +257,33 @@ class BenchLM(HFLM):
             inp = (context_enc + continuation_enc)[-(self.max_length + 1) :][:-1]
             reqs.append(_Scored(index, inp, list(continuation_enc), request_str))
         results: list[tuple[float, bool] | None] = [None] * len(reqs)
-        batches = self._batches(reqs)
         bar = tqdm(total=len(reqs), disable=disable_tqdm or self.rank != 0, desc="loglikelihood requests")
-        for batch in batches:
-            start = time.perf_counter()
-            answers = self._score_batch(batch)
-            self.model_seconds += time.perf_counter() - start
+
+        def record(batch, answers):
             for r, answer in zip(batch, answers):
                 results[r.index] = answer
                 if r.request_str is not None:
                     self.cache_hook.add_partial("loglikelihood", r.request_str, answer)
             bar.update(len(batch))
+
+        if self.uses_packing():
+            start = time.perf_counter()
+            pending: _Pending | None = None
+            for batch in self._packs(reqs):
+                launched = self._launch_pack(batch)  # queued behind the previous pack on the device
+                if pending is not None:
+                    record(pending.batch, self._finish_pack(pending))
+                pending = launched
+            if pending is not None:
+                record(pending.batch, self._finish_pack(pending))
+            self.model_seconds += time.perf_counter() - start
+            bar.close()
+            return results
+
+        for batch in self._batches(reqs):
+            start = time.perf_counter()
+            answers = self._score_batch(batch)
+            self.model_seconds += time.perf_counter() - start
+            record(batch, answers)
         bar.close()
         return results
