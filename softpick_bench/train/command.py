@@ -19,7 +19,7 @@ import torch
 
 def _run(args: argparse.Namespace) -> int:
     from softpick_bench.train.config import TrainConfig
-    from softpick_bench.train.plot import plot_losses
+    from softpick_bench.train.plot import plot_analysis, plot_losses
     from softpick_bench.train.trainer import train_pair
 
     overrides = {"steps": args.steps, "time_limit_s": args.time_limit, "attention_backend": args.attention_backend}
@@ -30,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     summary = train_pair(cfg, out, device=device, data_dir=args.data)
     plot_losses(out / "train_log.jsonl", out / "loss.png", title=f"{cfg.name}: {summary['steps_done']} steps")
+    plot_analysis(out / "train_log.jsonl", out / "analysis_over_training.png", title=f"{cfg.name}: analysis during training")
     for kind, side in summary["sides"].items():
         print(f"{kind}: train {side['final_train_loss']:.4f} val {side['final_val_loss']:.4f} "
               f"({side['tok_per_s']:.0f} tok/s, {side['train_backend']})")

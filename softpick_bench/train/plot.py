@@ -36,3 +36,33 @@ def plot_losses(log_path: Path, png_path: Path, title: str = "") -> None:
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
+
+
+def plot_analysis(log_path: Path, png_path: Path, title: str = "") -> bool:
+    """Sink rate (eps 0.3) and kurtosis at each evaluation, from the tracked analysis records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for r in read_log(log_path) if r.get("event") == "analysis"]
+    if not records:
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for kind, color in zip(sorted({r["kind"] for r in records}), ("tab:blue", "tab:red")):
+        rs = [r for r in records if r["kind"] == kind]
+        steps = [r["step"] for r in rs]
+        ax1.plot(steps, [100 * r["sink_rate_0.3"] for r in rs], "o-", color=color, label=kind)
+        ax2.plot(steps, [r["kurtosis"] for r in rs], "o-", color=color, label=kind)
+    ax1.set_ylabel("sink rate, eps 0.3 (%)")
+    ax2.set_ylabel("kurtosis (Pearson)")
+    ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return True

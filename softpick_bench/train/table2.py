@@ -61,6 +61,27 @@ def notes_for(folder: Path) -> list[str]:
     ]
 
 
+def trajectory(folder: Path) -> list[str]:
+    """Sink rate and kurtosis at each evaluation during training (train_log.jsonl 'analysis' records)."""
+    records = [json.loads(x) for x in (folder / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    tracked = [r for r in records if r.get("event") == "analysis"]
+    val = {(r["kind"], r["step"]): r["val_loss"] for r in records if r.get("event") == "val"}
+    if not tracked:
+        return []
+    first = tracked[0]
+    lines = [f"| step | softmax sink 0.3 | softpick sink 0.3 | softmax kurtosis | softpick kurtosis | ratio | "
+             f"softmax val | softpick val |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for step in sorted({r["step"] for r in tracked}):
+        by = {r["kind"]: r for r in tracked if r["step"] == step}
+        if set(by) != {"softmax", "softpick"}:
+            continue
+        lines.append(f"| {step} | {_pct(by['softmax']['sink_rate_0.3'])} | {_pct(by['softpick']['sink_rate_0.3'])} | "
+                     f"{by['softmax']['kurtosis']:.1f} | {by['softpick']['kurtosis']:.1f} | "
+                     f"{by['softmax']['kurtosis'] / by['softpick']['kurtosis']:.2f} | "
+                     f"{val.get(('softmax', step), float('nan')):.4f} | {val.get(('softpick', step), float('nan')):.4f} |")
+    return [f"During training ({first['n_samples']} samples x {first['seq_len']} tokens):", ""] + lines
+
+
 def render(folders: list[Path]) -> str:
     lines = [
         "# Table 2 for the project's pairs",
@@ -84,6 +105,11 @@ def render(folders: list[Path]) -> str:
         lines += notes_for(folder)
     lines.append("- Paper 340M: validation-loss gap 0.004 (softpick worse); its losses use the Llama-2 tokenizer "
                  "(vocab 32000) and are not comparable with ours.")
+    for folder in folders:
+        rows = trajectory(folder)
+        if rows:
+            name = json.loads((folder / "summary.json").read_text())["config"]["name"]
+            lines += ["", f"### {name}: metrics over training", ""] + rows
     return "\n".join(lines) + "\n"
 
 
