@@ -91,6 +91,8 @@ def test_analysis_task_on_text(tmp_path):
     docs, digest = source_documents(str(text))
     rows = sample_sequences(tok, docs, 3, 24, seed=0)
     assert rows.shape == (3, 24) and bool((rows[:, 0] == tok.bos_token_id).all()) and len(digest) == 12
+    no_bos = sample_sequences(tok, docs, 3, 24, seed=0, prepend_bos=False)
+    assert no_bos.shape == (3, 24) and not bool((no_bos == tok.bos_token_id).any())
     model = build_model(tiny_llama_config(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64), "softpick")
     spec = make_spec("analysis", {"n_samples": 3, "seq_len": 24, "source": str(text)})
     metrics = {m.metric: m for m in run_task(EvalTarget(model, tok, "softpick", "cpu"), spec)}

@@ -171,13 +171,19 @@ def source_documents(source: str) -> tuple[list[str], str]:
     return docs, hashlib.sha256(raw).hexdigest()[:12]
 
 
-def sample_sequences(tokenizer, docs: list[str], n_samples: int, seq_len: int, seed: int) -> torch.Tensor:
-    """(n, seq_len) token rows: bos (if the tokenizer has one) + text from seeded offsets."""
+def sample_sequences(
+    tokenizer, docs: list[str], n_samples: int, seq_len: int, seed: int, prepend_bos: bool = True
+) -> torch.Tensor:
+    """(n, seq_len) token rows: bos (if asked and the tokenizer has one) + text from seeded offsets.
+
+    Without bos the first token is an arbitrary text token: this separates a sink on the first
+    position from heads that attend to a document's bos token.
+    """
     eos = tokenizer.eos_token_id
     stream: list[int] = []
     for doc in docs:
         stream += tokenizer(doc, add_special_tokens=False).input_ids + ([eos] if eos is not None else [])
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    bos = [tokenizer.bos_token_id] if prepend_bos and tokenizer.bos_token_id is not None else []
     body = seq_len - len(bos)
     if len(stream) < body * n_samples:
         raise ValueError(f"sample text has {len(stream)} tokens, fewer than {n_samples} x {body}")
@@ -239,24 +245,30 @@ HIGHER_IS_BETTER = {"sink_rate_0.2": None, "sink_rate_0.3": None, "kurtosis": No
         "seq_len": TaskOption(int, 64, "tokens per sample, bos included (Gu et al.'s sink metric uses 64)"),
         "seed": TaskOption(int, 0, "which windows of the sample text are taken"),
         "source": TaskOption(str, DEFAULT_SOURCE, "'corpus-heldout' (held-out corpus slice) or a text file path"),
+        "prepend_bos": TaskOption(bool, True, "start every sample with bos (False: an arbitrary text token first)"),
     },
     description="paper section 4: sink rate, kurtosis, hidden min/max, attention sparsity, dead heads",
 )
 def analysis_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
     docs, digest = source_documents(spec.option("source"))
-    rows = sample_sequences(target.tokenizer, docs, spec.option("n_samples"), spec.option("seq_len"), spec.option("seed"))
+    rows = sample_sequences(target.tokenizer, docs, spec.option("n_samples"), spec.option("seq_len"),
+                            spec.option("seed"), spec.option("prepend_bos"))
     values, details = analyse(target.model, target.kind, rows, target.device)
-    details.update(source=spec.option("source"), source_sha256_12=digest, seed=spec.option("seed"))
+    details.update(source=spec.option("source"), source_sha256_12=digest, seed=spec.option("seed"),
+                   prepend_bos=spec.option("prepend_bos"))
     return [Metric(name, value, None, higher_is_better=HIGHER_IS_BETTER[name], details=details)
             for name, value in values.items()]
 
 
-def analyse_checkpoint(folder: Path, device: str = "cpu", n_samples: int = 100, seq_len: int = 64) -> dict:
+def analyse_checkpoint(
+    folder: Path, device: str = "cpu", n_samples: int = 100, seq_len: int = 64, prepend_bos: bool = True
+) -> dict:
     """Load a checkpoint and return {"values", "details"} of the analysis task (float32 weights)."""
     from softpick_bench.eval.tasks import make_spec
     from softpick_bench.models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(folder, dtype="float32", device=device)
     target = EvalTarget(model=loaded.model, tokenizer=loaded.tokenizer, kind=loaded.kind, device=device)
-    metrics = analysis_task(target, make_spec("analysis", {"n_samples": n_samples, "seq_len": seq_len}))
+    spec = make_spec("analysis", {"n_samples": n_samples, "seq_len": seq_len, "prepend_bos": prepend_bos})
+    metrics = analysis_task(target, spec)
     return {"values": {m.metric: m.value for m in metrics}, "details": metrics[0].details}
