@@ -8,7 +8,7 @@ from softpick_bench.config import load_config
 from softpick_bench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIR = {"name": "p", "softmax": str(ROOT / "checkpoints/random/softmax"), "softpick": str(ROOT / "checkpoints/random/softpick")}
+PAIR = {"name": "p", "softmax": str(ROOT / "checkpoints/micro/softmax"), "softpick": str(ROOT / "checkpoints/micro/softpick")}
 GOOD = {
     "seed": 0,
     "dtype": "float32",
@@ -41,7 +41,7 @@ def test_good_config_expands_grid(tmp_path):
     cfg = load_config(_write(tmp_path, GOOD))
     assert [s.label() for s in cfg.quant] == ["none", "rtn-w2-g64", "rtn-w4-g64"]
     assert cfg.tasks[0].option("batch_size") == 8  # defaults are made explicit
-    assert cfg.pairs[0].checkpoints["softpick"].endswith("checkpoints/random/softpick")
+    assert cfg.pairs[0].checkpoints["softpick"].endswith("checkpoints/micro/softpick")
 
 
 MALFORMED = [

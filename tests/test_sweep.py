@@ -16,9 +16,9 @@ def _config(tmp_path, quant, name="t"):
         "name": name,
         "pairs": [
             {
-                "name": "random",
-                "softmax": str(ROOT / "checkpoints/random/softmax"),
-                "softpick": str(ROOT / "checkpoints/random/softpick"),
+                "name": "micro",
+                "softmax": str(ROOT / "checkpoints/micro/softmax"),
+                "softpick": str(ROOT / "checkpoints/micro/softpick"),
             }
         ],
         "quant": quant,
