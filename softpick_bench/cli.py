@@ -75,6 +75,9 @@ def cmd_regress(args) -> int:
     write_report(args.out, plots=False)
     current = pd.read_csv(Path(args.out) / "results.csv")
     baseline = pd.read_csv(args.baseline)
+    if args.metric:  # threshold metrics (sink rates) can flip on rounding; pick the continuous ones
+        current = current[current.metric.isin(args.metric)]
+        baseline = baseline[baseline.metric.isin(args.metric)]
     findings = compare(current, baseline, args.rtol)
     print(render(findings, args.rtol, len(baseline)))
     return 1 if failures(findings) else 0
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="result folder written by `sweep`")
     p.add_argument("--baseline", required=True, help="baseline results.csv (e.g. results/baseline/smoke.csv)")
     p.add_argument("--rtol", type=float, default=1e-3, help="largest relative change that passes")
+    p.add_argument("--metric", action="append", help="compare only this metric (repeatable; default all)")
     p.set_defaults(func=cmd_regress)
     p = sub.add_parser("list", help="list quantization methods and tasks")
     p.set_defaults(func=cmd_list)
