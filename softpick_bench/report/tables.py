@@ -121,9 +121,9 @@ def markdown(df: pd.DataFrame, skipped: list[dict] = (), errors: list[dict] = ()
         order = _quant_order(df)
         for (pair, task, metric), part in deg.groupby(["pair", "task", "metric"], sort=True):
             hib = df[(df.task == task) & (df.metric == metric)]["higher_is_better"].dropna()
-            better = "higher is better" if (len(hib) and bool(hib.iloc[0])) else "lower is better"
+            better = "" if not len(hib) else (" (higher is better)" if bool(hib.iloc[0]) else " (lower is better)")
             lines += [
-                f"### {pair} · {task} · {metric} ({better})",
+                f"### {pair} · {task} · {metric}{better}",
                 "",
                 "| quant | softmax | softpick | Δ softmax | Δ softpick | Δ softpick − Δ softmax |",
                 "|---|---:|---:|---:|---:|---:|",
