@@ -88,5 +88,12 @@ def test_not_yaml_mapping(tmp_path):
 
 
 def test_shipped_configs_validate():
+    import torch
+    import yaml
+
     for path in sorted((ROOT / "configs").glob("*.yaml")):
-        load_config(path)
+        if str(yaml.safe_load(path.read_text()).get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+            with pytest.raises(ConfigError, match="no CUDA device"):  # refused before any work
+                load_config(path)
+        else:
+            load_config(path)

@@ -7,6 +7,7 @@ so the plan can list impossible cells as skipped, with the reason, before any wo
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ class QuantContext:
     info: dict = field(default_factory=dict)  # what was used (calibration source, count), recorded
 
 
-class WeightQuantizer:
+class WeightQuantizer(ABC):
     """Base class: subclasses set the class attributes and implement `apply`."""
 
     name: str = ""
@@ -57,8 +58,9 @@ class WeightQuantizer:
                 f"{self.name} has no option(s) {sorted(unknown)}; valid: {sorted(self.options) or 'none'}"
             )
 
+    @abstractmethod
     def apply(self, model: nn.Module, spec: QuantSpec, ctx: QuantContext) -> QuantReport:
-        raise NotImplementedError  # every registered backend overrides this
+        """Quantize `model` in place and return the proof; `check` has passed."""
 
 
 _REGISTRY: dict[str, WeightQuantizer] = {}
