@@ -20,10 +20,11 @@ def _linear_and_input():
     return layer, x
 
 
-@pytest.mark.parametrize(("granularity", "bound"), [("per_token", 0.01), ("per_tensor", 0.015)])
-def test_8bit_activation_quantization_changes_output_by_under_one_percent(granularity, bound):
-    """Per token (dynamic) stays under 1%; one static min-max scale per tensor is coarser
-    (the max of 32k Gaussian values is ~4.2 sigma, of one 256-value token ~2.9), measured 1.03%."""
+@pytest.mark.parametrize("granularity", ["per_token", "per_tensor"])
+def test_8bit_activation_quantization_changes_output_by_under_one_percent(granularity):
+    """Both under 1%. A static min-max scale per tensor measured 1.03% here (the max of 32k Gaussian
+    values is ~4.2 sigma, of one 256-value token ~2.9); the MSE-calibrated clip brings it under."""
+    bound = 0.01
     layer, x = _linear_and_input()
     with torch.no_grad():
         ref = layer(x)
