@@ -116,7 +116,7 @@ def attention(
     the inputs are float64); the output has the dtype of q.
     Returns out (B, Hq, Q, D), and the weights (B, Hq, Q, K) if asked.
     """
-    b, hq, q_len, d = q.shape
+    _, hq, q_len, d = q.shape
     hkv, k_len = k.shape[1], k.shape[2]
     if hq % hkv:
         raise ValueError(f"query heads ({hq}) must be a multiple of key/value heads ({hkv})")

@@ -96,11 +96,9 @@ def degradation(df: pd.DataFrame) -> pd.DataFrame:
     wide = wide.reindex(columns=list(KINDS))
     base = wide.xs("none", level="quant", drop_level=True) if "none" in wide.index.get_level_values("quant") else None
     out = wide.reset_index()
+    keys = pd.MultiIndex.from_frame(out[["pair", "task", "metric"]])
     for kind in KINDS:
-        if base is None:
-            out[f"d_{kind}"] = float("nan")
-            continue
-        ref = out.apply(lambda r: base[kind].get((r["pair"], r["task"], r["metric"]), float("nan")), axis=1)
+        ref = base[kind].reindex(keys).to_numpy() if base is not None else float("nan")
         out[f"d_{kind}"] = out[kind] - ref
     out["d_softpick_minus_d_softmax"] = out["d_softpick"] - out["d_softmax"]
     return out
