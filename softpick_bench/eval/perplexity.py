@@ -10,7 +10,6 @@ never share a name.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
 from importlib import resources
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskSpec, register_task
+from softpick_bench.models.checkpoint import vocab_digest
 
 
 def wikitext2_test_rows() -> list[str]:
@@ -29,9 +29,7 @@ def wikitext2_test_rows() -> list[str]:
 
 def tokenizer_id(tokenizer) -> str:
     """Name and a hash of the vocabulary: tokens counts only compare under the same tokenizer."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    digest = hashlib.sha256(repr(vocab).encode()).hexdigest()[:12]
-    return f"{getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}#{digest}"
+    return f"{getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}#{vocab_digest(tokenizer)}"
 
 
 _TOKENIZED: dict[str, torch.Tensor] = {}

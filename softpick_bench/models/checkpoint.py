@@ -150,6 +150,11 @@ def _load_fla(folder: Path, config: dict, kind: str, dtype: torch.dtype) -> torc
     return model.to(dtype)
 
 
+def vocab_digest(tokenizer) -> str:
+    """sha256 (16 hex) of a tokenizer's vocabulary: token ids only compare under the same digest."""
+    return hashlib.sha256(repr(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
+
+
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(str(folder))

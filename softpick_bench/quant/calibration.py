@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from softpick_bench.errors import UnsupportedQuantError
+from softpick_bench.models.checkpoint import vocab_digest
 
 DEFAULT_SOURCE = "gutenberg"
 # folder names of the evaluation data: calibration on them would leak the test set
@@ -53,11 +54,6 @@ def _tokens(path: str, tokenizer_key: str, tokenizer) -> tuple[torch.Tensor, str
     return ids, hashlib.sha256(text.encode()).hexdigest()
 
 
-def _tokenizer_key(tokenizer) -> str:
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(repr(vocab).encode()).hexdigest()[:16]
-
-
 def calibration_windows(
     tokenizer, n_sequences: int, seq_len: int, seed: int, source: str = DEFAULT_SOURCE
 ) -> tuple[torch.Tensor, dict]:
@@ -69,7 +65,7 @@ def calibration_windows(
             f"calibration needs n_sequences >= 1 and seq_len >= 2 (got {n_sequences}, {seq_len})"
         )
     path = _source_path(source)
-    ids, digest = _tokens(str(path), _tokenizer_key(tokenizer), tokenizer)
+    ids, digest = _tokens(str(path), vocab_digest(tokenizer), tokenizer)
     if ids.numel() <= seq_len:
         raise UnsupportedQuantError(
             f"calibration source {source!r} has {ids.numel()} tokens, fewer than seq_len {seq_len}"

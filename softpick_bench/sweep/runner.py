@@ -59,10 +59,6 @@ def _base_record(cell: Cell, config: SweepConfig) -> dict:
     }
 
 
-def _seed(seed: int) -> None:
-    torch.manual_seed(seed)
-
-
 def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print) -> dict:
     """Run every pending, runnable cell. Returns counts {done_before, ran, failed, skipped}."""
     counts = {"done_before": 0, "ran": 0, "failed": 0, "skipped": 0}
@@ -97,7 +93,7 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
                     t0 = time.perf_counter()
                     model = copy.deepcopy(loaded.model)
                     copy_s = time.perf_counter() - t0
-                    _seed(config.seed)
+                    torch.manual_seed(config.seed)
                     ctx = QuantContext(tokenizer=loaded.tokenizer, device=config.device, seed=config.seed)
                     t0 = time.perf_counter()
                     report = quantize(model, spec, ctx)
@@ -122,7 +118,7 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
                 record = _base_record(cell, config)
                 record["quant_report"] = None if report is None else report.to_dict()
                 try:
-                    _seed(config.seed)
+                    torch.manual_seed(config.seed)
                     t0 = time.perf_counter()
                     target = EvalTarget(model, loaded.tokenizer, loaded.kind, config.device, config.seed)
                     metrics = run_task(target, cell.task)
