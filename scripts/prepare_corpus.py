@@ -4,7 +4,7 @@
     python scripts/prepare_corpus.py --src ../shared/data/corpus --out .carry/corpus \
         --val-file part-003.txt.gz --max-train-tokens 18000000 --max-val-tokens 500000
 
-Every *.txt / *.txt.gz file in --src is read (documents separated by form-feed lines, the
+Every *.txt / *.txt.gz / *.txt.xz file in --src is read (documents separated by form-feed lines, the
 shared corpus's format; a file without separators is one document) and tokenized with the
 project's BPE (softpick_bench/assets/tokenizer), each document written as `bos doc eos`. The file
 named by --val-file is held out whole: validation loss and the committed analysis text
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
 
     tok = Tokenizer.from_file(str(TOKENIZER))
     eos, bos = tok.token_to_id("</s>"), tok.token_to_id("<s>")
-    files = sorted(p for p in args.src.iterdir() if p.name.endswith((".txt", ".txt.gz")))
+    files = sorted(p for p in args.src.iterdir() if p.name.endswith((".txt", ".txt.gz", ".txt.xz")))
     val_path = args.src / args.val_file
     if val_path not in files:
         raise SystemExit(f"--val-file {args.val_file!r} is not a text file in {args.src}")

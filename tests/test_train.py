@@ -38,6 +38,25 @@ def test_batches_are_a_function_of_seed_and_step():
     assert len(list(val_batches(tokens[:33], 16, 8, 100))) == 1 and sum(r.shape[0] for r in val_batches(tokens[:33], 16, 8, 100)) == 2
 
 
+def test_bos_first_rows_start_with_bos_then_the_stream():
+    tokens = np.arange(1000, dtype=np.uint16) + 3
+    plain, bos = train_batch(tokens, 5, 4, 16, seed=7), train_batch(tokens, 5, 4, 16, seed=7, first=0)
+    assert bos.shape == plain.shape == (4, 17)
+    assert bool((bos[:, 0] == 0).all()) and torch.equal(bos[:, 1:], plain[:, :-1])  # same windows, bos in front
+    val = next(val_batches(tokens, 16, 2, 2, first=0))
+    assert bool((val[:, 0] == 0).all()) and int(val[1, 1]) == 3 + 16 and bool((val[:, 2:] - val[:, 1:-1] == 1).all())
+
+
+def test_read_documents_from_xz(tmp_path):
+    import lzma
+
+    from softpick_bench.train.data import read_documents
+
+    path = tmp_path / "t.txt.xz"
+    path.write_bytes(lzma.compress(b"first doc\n\f\nsecond doc\n"))
+    assert read_documents(path) == ["first doc", "second doc"]
+
+
 def test_encode_documents_joins_with_eos():
     tok = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
     ids = encode_documents(tok, ["Hello world.", "Second document."], eos_id=1, bos_id=0)
@@ -111,6 +130,13 @@ def test_recipes_parse_and_reject_unknown_keys(tmp_path):
     bad.write_text("stepz: 3\n")
     with pytest.raises(ValueError, match="stepz"):
         TrainConfig.from_yaml(bad)
+    demo = root / "configs/train/demo.yaml"
+    cfg = TrainConfig.from_yaml(demo, settings=["weight_decay=0.5", "model.layers=6", "rows=bos_first"])
+    assert (cfg.weight_decay, cfg.model.layers, cfg.model.hidden, cfg.rows) == (0.5, 6, 512, "bos_first")
+    for setting, message in (("rows=bos", "rows 'bos' is not one of"), ("weight_decay", "KEY=VALUE"),
+                             ("model.layerz=2", "layerz"), ("optim.lr=1", "only model")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig.from_yaml(demo, settings=[setting])
     shards = tmp_path / "s"
     _toy_shards(shards)
     assert TokenShards.open(shards).train.dtype == np.uint16

@@ -11,9 +11,8 @@ the checkpoint says "attention_kind": kind and evaluates like any other.
 
 from __future__ import annotations
 
-import math
-
 import logging
+import math
 
 import torch
 import torch.nn.functional as F

@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {"steps": args.steps, "time_limit_s": args.time_limit, "attention_backend": args.attention_backend}
     if args.steps is not None and args.steps < 100:  # smoke runs: keep warm-up and evals inside the run
         overrides.update(warmup_steps=max(1, args.steps // 10), eval_every=0, log_every=1)
-    cfg = TrainConfig.from_yaml(args.config, **overrides)
+    cfg = TrainConfig.from_yaml(args.config, settings=args.set, **overrides)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(args.out)
     summary = train_pair(cfg, out, device=device, data_dir=args.data)
@@ -37,10 +37,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.analysis:
         from softpick_bench.eval.analysis import analyse_checkpoint
 
-        # the sink metric's convention (short samples, many of them), then the full training context
-        for name, n, t in (("analysis.json", args.analysis_samples, min(cfg.seq_len, args.analysis_seq_len)),
-                           (f"analysis_T{cfg.seq_len}.json", 16, cfg.seq_len)):
-            results = {kind: analyse_checkpoint(out / kind, device=device, n_samples=n, seq_len=t)
+        # the sink metric's convention (short samples, many of them, bos first), the same without
+        # bos (a sink on whatever token comes first), then the full training context
+        short = min(cfg.seq_len, args.analysis_seq_len)
+        for name, n, t, bos in (("analysis.json", args.analysis_samples, short, True),
+                                ("analysis_nobos.json", args.analysis_samples, short, False),
+                                (f"analysis_T{cfg.seq_len}.json", 16, cfg.seq_len, True)):
+            results = {kind: analyse_checkpoint(out / kind, device=device, n_samples=n, seq_len=t, prepend_bos=bos)
                        for kind in summary["sides"]}
             (out / name).write_text(json.dumps(results, indent=2) + "\n")
             for kind, metrics in results.items():
@@ -57,6 +60,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="token shard folder (default: the recipe's `data`)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count (smoke tests)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe option, e.g. --set weight_decay=0.5 --set model.layers=6 (repeatable)")
     p.add_argument("--time-limit", type=float, default=None, help="stop early after this many seconds")
     p.add_argument("--attention-backend", choices=("auto", "kernel", "reference"), default=None,
                    help="softpick's training attention on CUDA (auto: the Triton kernel if it passes a self-check)")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+ROW_LAYOUTS = ("stream", "bos_first")
+
 
 @dataclass
 class ModelShape:
@@ -24,6 +26,7 @@ class TrainConfig:
     kinds: tuple[str, ...] = ("softmax", "softpick")  # both sides, trained step by step together
     model: ModelShape = field(default_factory=ModelShape)
     seq_len: int = 256
+    rows: str = "stream"  # stream | bos_first (see softpick_bench/train/data.py)
     batch_size: int = 32
     steps: int = 1000
     lr: float = 2e-3
@@ -46,8 +49,11 @@ class TrainConfig:
     data: str = ".carry/corpus"
 
     @classmethod
-    def from_yaml(cls, path: Path, **overrides) -> TrainConfig:
+    def from_yaml(cls, path: Path, settings: list[str] = (), **overrides) -> TrainConfig:
+        """The recipe in `path`, then `settings` ("key=value", "model.key=value"), then `overrides`."""
         raw = yaml.safe_load(Path(path).read_text()) or {}
+        for setting in settings:
+            apply_setting(raw, setting, where=f"{path}: --set {setting!r}")
         raw.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
@@ -59,9 +65,26 @@ class TrainConfig:
             raise ValueError(f"{path}: unknown model option(s) {sorted(set(model) - shape_known)}")
         if "kinds" in raw:
             raw["kinds"] = tuple(raw["kinds"])
+        if raw.get("rows", "stream") not in ROW_LAYOUTS:
+            raise ValueError(f"{path}: rows {raw['rows']!r} is not one of {list(ROW_LAYOUTS)}")
         return cls(model=ModelShape(**model), **raw)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["kinds"] = list(self.kinds)
         return d
+
+
+def apply_setting(raw: dict, setting: str, where: str) -> None:
+    """Set one "key=value" (value parsed as YAML; "model.hidden=512" reaches the model shape)."""
+    key, sep, value = setting.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{where}: expected KEY=VALUE, e.g. weight_decay=0.5 or model.layers=8")
+    *parents, leaf = key.strip().split(".")
+    target = raw
+    for name in parents:
+        if name != "model":
+            raise ValueError(f"{where}: only model.* options are nested, not {name!r}")
+        target = target.setdefault(name, {}) or {}
+        raw[name] = target
+    target[leaf] = yaml.safe_load(value)

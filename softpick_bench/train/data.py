@@ -11,10 +11,14 @@ starts anywhere (usually mid-document) and usually spans several documents; bos/
 the boundaries. Attention DOES cross document boundaries inside a row (plain causal
 attention, as in GPT-2/Llama-style packed pre-training): it keeps softmax on torch SDPA and
 softpick on the kernel's plain causal path, and the bos/eos tokens tell the model where a
-document begins. Rows do not all start with bos on purpose: a constant first token would be
-a free learnt bias slot that softpick heads can attend to, which the paper's models (whose
-windows start at arbitrary tokens) never had; the softmax sink on the first position forms
-either way.
+document begins.
+
+Two row layouts (the recipe's `rows`):
+- `stream`: the row is the window itself, so its first token is usually a mid-document token.
+- `bos_first`: bos, then the window (seq_len tokens of the stream). Every row then starts with
+  the same token, as every sample of the sink metric does. Gu et al. (ICLR 2025) found that a
+  token fixed at one position during pre-training always takes the sink, while a first token
+  that varies needs billions of training tokens before a sink appears (none below ~100M).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import lzma
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +39,8 @@ TOKEN_DTYPE = np.uint16  # vocab 8192 fits; halves the shards against int32
 
 
 def read_documents(path: Path) -> list[str]:
-    """Documents of one text file (.txt or .txt.gz), split on form-feed lines."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Documents of one text file (.txt, .txt.gz or .txt.xz), split on form-feed lines."""
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     with opener(path, "rt", encoding="utf-8") as fh:
         text = fh.read()
     return [d for d in text.rstrip("\n").split(DOC_SEPARATOR) if d.strip()]
@@ -89,25 +94,36 @@ class TokenShards:
         return cls(train=train, val=val, meta=meta)
 
 
-def _rows(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> torch.Tensor:
-    """(B, seq_len + 1) rows of consecutive tokens: inputs are row[:-1], targets row[1:]."""
-    return torch.from_numpy(np.stack([np.asarray(tokens[s : s + seq_len + 1], dtype=np.int64) for s in starts]))
+def _rows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, first: int | None) -> torch.Tensor:
+    """(B, seq_len + 1) rows: inputs are row[:-1], targets row[1:].
+
+    Without `first` a row is seq_len + 1 consecutive tokens; with it, `first` followed by
+    seq_len consecutive tokens (the same text, one token of context fewer at the end)."""
+    n = seq_len + (1 if first is None else 0)
+    rows = np.stack([np.asarray(tokens[s : s + n], dtype=np.int64) for s in starts])
+    if first is not None:
+        rows = np.concatenate([np.full((rows.shape[0], 1), first, dtype=np.int64), rows], axis=1)
+    return torch.from_numpy(rows)
 
 
-def train_batch(tokens: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int) -> torch.Tensor:
+def train_batch(
+    tokens: np.ndarray, step: int, batch_size: int, seq_len: int, seed: int, first: int | None = None
+) -> torch.Tensor:
     """The batch of `step`: a pure function of (seed, step), so both sides of a pair see it."""
     if tokens.size <= seq_len + 1:
         raise ValueError(f"{tokens.size} training tokens is not more than one row of {seq_len + 1}")
     rng = np.random.default_rng([seed, step])
     starts = rng.integers(0, tokens.size - seq_len, size=batch_size)
-    return _rows(tokens, starts, seq_len)
+    return _rows(tokens, starts, seq_len, first)
 
 
-def val_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_rows: int) -> Iterator[torch.Tensor]:
-    """Fixed validation rows from the start of the held-out stream (each predicts seq_len new tokens)."""
+def val_batches(
+    tokens: np.ndarray, seq_len: int, batch_size: int, max_rows: int, first: int | None = None
+) -> Iterator[torch.Tensor]:
+    """Fixed validation rows from the start of the held-out stream (each predicts seq_len tokens)."""
     n_rows = min(max_rows, (tokens.size - 1) // seq_len)
     if n_rows == 0:
         raise ValueError(f"{tokens.size} validation tokens is less than one row of {seq_len + 1}")
     starts = np.arange(n_rows) * seq_len
     for i in range(0, n_rows, batch_size):
-        yield _rows(tokens, starts[i : i + batch_size], seq_len)
+        yield _rows(tokens, starts[i : i + batch_size], seq_len, first)

@@ -56,7 +56,7 @@ def validation_loss(model, shards: TokenShards, cfg: TrainConfig, device: str) -
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for rows in val_batches(shards.val, cfg.seq_len, cfg.batch_size, cfg.val_rows):
+    for rows in val_batches(shards.val, cfg.seq_len, cfg.batch_size, cfg.val_rows, first_token(cfg, shards)):
         rows = rows.to(device)
         with _autocast(cfg, device):
             loss = lm_loss(model, rows)
@@ -64,6 +64,11 @@ def validation_loss(model, shards: TokenShards, cfg: TrainConfig, device: str) -
         count += rows.shape[0]
     model.train(was_training)
     return total / count
+
+
+def first_token(cfg: TrainConfig, shards: TokenShards) -> int | None:
+    """The token every row starts with (bos for `rows: bos_first`), or None for stream windows."""
+    return shards.meta["bos_id"] if cfg.rows == "bos_first" else None
 
 
 def _autocast(cfg: TrainConfig, device: str):
@@ -135,7 +140,8 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
     window = max(1, min(50, cfg.steps // 20))
     start, steps_done, truncated = time.time(), 0, False
     for step in range(cfg.steps):
-        rows = train_batch(shards.train, step, cfg.batch_size, cfg.seq_len, cfg.seed).to(device)
+        rows = train_batch(shards.train, step, cfg.batch_size, cfg.seq_len, cfg.seed, first_token(cfg, shards))
+        rows = rows.to(device)
         lr = lr_at(step, cfg)
         for side in sides:
             t0 = time.perf_counter()

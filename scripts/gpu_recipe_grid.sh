@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One device call on a multi-GPU machine (nvidia-h200-x8; fewer GPUs run the first variants):
+# build the token shards from the carried text (.carry/text, xz), then train one demo-size pair
+# per GPU, each with one recipe change against configs/train/demo.yaml, and measure the
+# analysis metrics (T=64 with and without bos, T=seq_len) on every checkpoint.
+# Everything except the checkpoints comes back as $OUT/grid.tar.gz; a table goes to stdout.
+#   run(kind=nvidia-h200-x8, carry=[.carry/text], command="bash scripts/gpu_recipe_grid.sh")
+set -uo pipefail
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+WORK=/tmp/grid
+STEPS=${STEPS:-3000}
+CONFIG=${CONFIG:-configs/train/demo.yaml}
+mkdir -p "$WORK"
+python3 scripts/prepare_corpus.py --src .carry/text --out "$WORK/corpus" --val-file part-003.txt.xz \
+    --max-val-tokens 500000 || exit 1
+
+# name|--set options (in priority order: a machine with fewer GPUs runs the first ones)
+VARIANTS=(
+  "bos-wd0.5|rows=bos_first weight_decay=0.5"
+  "bos-wd0.1|rows=bos_first weight_decay=0.1"
+  "stream-wd0.5|rows=stream weight_decay=0.5"
+  "bos-wd1.0|rows=bos_first weight_decay=1.0"
+  "stream-wd0.1|rows=stream weight_decay=0.1"
+  "bos-wd0.5-lr6e-3|rows=bos_first weight_decay=0.5 lr=6.0e-3"
+  "bos-wd0.5-seed4321|rows=bos_first weight_decay=0.5 seed=4321"
+  "bos-wd0.5-lr1.5e-3|rows=bos_first weight_decay=0.5 lr=1.5e-3"
+)
+N_GPU=${N_GPU:-$(python3 -c "import torch; print(torch.cuda.device_count())")}
+echo "GPUs: $N_GPU"; nvidia-smi -L 2>/dev/null
+for i in "${!VARIANTS[@]}"; do
+  [ "$i" -ge "$N_GPU" ] && break
+  name=${VARIANTS[$i]%%|*}; opts=${VARIANTS[$i]#*|}
+  sets=(); for o in $opts; do sets+=(--set "$o"); done
+  mkdir -p "$WORK/$name"
+  CUDA_VISIBLE_DEVICES=$i python3 -m softpick_bench.train.command --config "$CONFIG" \
+      --out "$WORK/$name" --data "$WORK/corpus" --steps "$STEPS" --time-limit "${TIME_LIMIT:-480}" \
+      --analysis "${sets[@]}" > "$WORK/$name/train.log" 2>&1 &
+done
+wait
+for i in "${!VARIANTS[@]}"; do
+  [ "$i" -ge "$N_GPU" ] && break
+  name=${VARIANTS[$i]%%|*}; echo "== $name"; tail -n 8 "$WORK/$name/train.log"
+done
+python3 - "$WORK" <<'PY'
+import json, sys
+from pathlib import Path
+print("| variant | steps | val sm | val sp | sink0.3 sm | sink0.3 sp | no-bos sm | no-bos sp | kurt sm | kurt sp | ratio |")
+for run in sorted(p for p in Path(sys.argv[1]).iterdir() if (p / "analysis.json").is_file()):
+    s, a, n = (json.loads((run / f).read_text()) for f in ("summary.json", "analysis.json", "analysis_nobos.json"))
+    v = {k: a[k]["values"] for k in a}; nb = {k: n[k]["values"] for k in n}
+    print(f"| {run.name} | {s['steps_done']} | {s['sides']['softmax']['final_val_loss']:.4f} | "
+          f"{s['sides']['softpick']['final_val_loss']:.4f} | {v['softmax']['sink_rate_0.3']:.2%} | "
+          f"{v['softpick']['sink_rate_0.3']:.2%} | {nb['softmax']['sink_rate_0.3']:.2%} | {nb['softpick']['sink_rate_0.3']:.2%} | "
+          f"{v['softmax']['kurtosis']:.1f} | {v['softpick']['kurtosis']:.1f} | {v['softmax']['kurtosis'] / v['softpick']['kurtosis']:.1f} |")
+PY
+tar czf "$OUT/grid.tar.gz" -C "$WORK" --exclude=corpus --exclude='*/softmax' --exclude='*/softpick' .
