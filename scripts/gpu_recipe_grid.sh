@@ -4,27 +4,20 @@
 # per GPU, each with one recipe change against configs/train/demo.yaml, and measure the
 # analysis metrics (T=64 with and without bos, T=seq_len) on every checkpoint.
 # Everything except the checkpoints comes back as $OUT/grid.tar.gz; a table goes to stdout.
-#   run(kind=nvidia-h200-x8, carry=[.carry/text], command="bash scripts/gpu_recipe_grid.sh")
+#   run(kind=nvidia-h200-x8, carry=[.carry/text], command="bash scripts/gpu_recipe_grid.sh GRID_FILE")
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 WORK=/tmp/grid
 STEPS=${STEPS:-3000}
 CONFIG=${CONFIG:-configs/train/demo.yaml}
+GRID=${1:?usage: gpu_recipe_grid.sh configs/train/grids/roundN.txt}
 mkdir -p "$WORK"
 python3 scripts/prepare_corpus.py --src .carry/text --out "$WORK/corpus" --val-file part-003.txt.xz \
     --max-val-tokens 500000 || exit 1
 
-# name|--set options (in priority order: a machine with fewer GPUs runs the first ones)
-VARIANTS=(
-  "bos-wd0.5|rows=bos_first weight_decay=0.5"
-  "bos-wd0.1|rows=bos_first weight_decay=0.1"
-  "stream-wd0.5|rows=stream weight_decay=0.5"
-  "bos-wd1.0|rows=bos_first weight_decay=1.0"
-  "stream-wd0.1|rows=stream weight_decay=0.1"
-  "bos-wd0.5-lr6e-3|rows=bos_first weight_decay=0.5 lr=6.0e-3"
-  "bos-wd0.5-seed4321|rows=bos_first weight_decay=0.5 seed=4321"
-  "bos-wd0.5-lr1.5e-3|rows=bos_first weight_decay=0.5 lr=1.5e-3"
-)
+# variants: one "name|KEY=VALUE ..." per line of the grid file (in priority order: a machine
+# with fewer GPUs runs the first ones); the grids that were run are in configs/train/grids/
+mapfile -t VARIANTS < <(grep -v '^\s*#' "$GRID" | grep -v '^\s*$')
 N_GPU=${N_GPU:-$(python3 -c "import torch; print(torch.cuda.device_count())")}
 echo "GPUs: $N_GPU"; nvidia-smi -L 2>/dev/null
 for i in "${!VARIANTS[@]}"; do
