@@ -19,14 +19,22 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from softpick_bench.train.data import DOC_SEPARATOR, encode_documents, read_documents, tokenizer_hash, write_shards
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "softpick_bench" / "assets" / "tokenizer" / "tokenizer.json"
+
+
+def _encode_file(path: Path, eos: int, bos: int) -> np.ndarray:
+    """All documents of one file as `bos doc eos` token ids (run in a worker process)."""
+    return encode_documents(Tokenizer.from_file(str(TOKENIZER)), read_documents(path), eos, bos_id=bos)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,16 +57,22 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     val_docs = read_documents(val_path)
     val = encode_documents(tok, val_docs, eos, args.max_val_tokens, bos_id=bos)
+    train_files = [p for p in files if p != val_path]
     train_parts, used, remaining = [], [], args.max_train_tokens
-    for path in files:
-        if path == val_path or (remaining is not None and remaining <= 0):
-            continue
+    if remaining is None:  # no cap: every file whole, one process per file (the order is kept)
+        with ProcessPoolExecutor(max_workers=min(len(train_files), os.cpu_count() or 1)) as pool:
+            train_parts = list(pool.map(_encode_file, train_files, [eos] * len(train_files), [bos] * len(train_files)))
+        used = [p.name for p in train_files]
+        for name, ids in zip(used, train_parts):
+            print(f"{name}: {ids.size} tokens ({time.time() - t0:.0f} s)", flush=True)
+    for path in train_files if remaining is not None else []:
+        if remaining <= 0:
+            break
         ids = encode_documents(tok, read_documents(path), eos, remaining, bos_id=bos)
         train_parts.append(ids)
         used.append(path.name)
-        remaining = None if remaining is None else remaining - ids.size
+        remaining -= ids.size
         print(f"{path.name}: {ids.size} tokens ({time.time() - t0:.0f} s)", flush=True)
-    import numpy as np
 
     train = np.concatenate(train_parts)
     meta = {
