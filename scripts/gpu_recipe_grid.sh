@@ -34,16 +34,5 @@ for i in "${!VARIANTS[@]}"; do
   [ "$i" -ge "$N_GPU" ] && break
   name=${VARIANTS[$i]%%|*}; echo "== $name"; tail -n 8 "$WORK/$name/train.log"
 done
-python3 - "$WORK" <<'PY'
-import json, sys
-from pathlib import Path
-print("| variant | steps | val sm | val sp | sink0.3 sm | sink0.3 sp | no-bos sm | no-bos sp | kurt sm | kurt sp | ratio |")
-for run in sorted(p for p in Path(sys.argv[1]).iterdir() if (p / "analysis.json").is_file()):
-    s, a, n = (json.loads((run / f).read_text()) for f in ("summary.json", "analysis.json", "analysis_nobos.json"))
-    v = {k: a[k]["values"] for k in a}; nb = {k: n[k]["values"] for k in n}
-    print(f"| {run.name} | {s['steps_done']} | {s['sides']['softmax']['final_val_loss']:.4f} | "
-          f"{s['sides']['softpick']['final_val_loss']:.4f} | {v['softmax']['sink_rate_0.3']:.2%} | "
-          f"{v['softpick']['sink_rate_0.3']:.2%} | {nb['softmax']['sink_rate_0.3']:.2%} | {nb['softpick']['sink_rate_0.3']:.2%} | "
-          f"{v['softmax']['kurtosis']:.1f} | {v['softpick']['kurtosis']:.1f} | {v['softmax']['kurtosis'] / v['softpick']['kurtosis']:.1f} |")
-PY
+python3 -m softpick_bench.train.table2 --grid "$WORK"
 tar czf "$OUT/grid.tar.gz" -C "$WORK" --exclude=corpus --exclude='*/softmax' --exclude='*/softpick' .

@@ -1,15 +1,19 @@
 #!/usr/bin/env python
-"""Build the token shards the trainer reads from a folder of text files.
+"""Build the token shards the trainer reads from folders of text files.
 
+    # micro pair (18M training tokens)
     python scripts/prepare_corpus.py --src ../shared/data/corpus --out .carry/corpus \
         --val-file part-003.txt.gz --max-train-tokens 18000000 --max-val-tokens 500000
+    # demo pair (all 36.8M tokens of corpus parts 000-002 and the Gutenberg classics)
+    python scripts/prepare_corpus.py --src ../shared/data/corpus --src ../shared/data/gutenberg_classics \
+        --out .carry/corpus-full --val-file part-003.txt.gz --max-val-tokens 500000
 
-Every *.txt / *.txt.gz / *.txt.xz file in --src is read (documents separated by form-feed lines, the
+Every *.txt / *.txt.gz / *.txt.xz file in the --src folders is read (documents separated by form-feed lines, the
 shared corpus's format; a file without separators is one document) and tokenized with the
 project's BPE (softpick_bench/assets/tokenizer), each document written as `bos doc eos`. The file
 named by --val-file is held out whole: validation loss and the committed analysis text
 come only from it, training never sees it. Training documents are taken file by file in
-sorted order until --max-train-tokens (the corpus files are already shuffled documents).
+name order until --max-train-tokens (the corpus files are already shuffled documents).
 Writes train.bin, val.bin (uint16) and meta.json; keep the folder git-ignored (.carry/).
 With --heldout-text PATH it also writes a gzip sample (--heldout-bytes of raw text) of the
 validation documents, which the analysis task uses as its default sample text.
@@ -39,7 +43,8 @@ def _encode_file(path: Path, eos: int, bos: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, required=True)
+    ap.add_argument("--src", type=Path, action="append", required=True,
+                    help="folder of text files (repeatable: files of all folders, in name order)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--val-file", required=True, help="file name in --src held out for validation")
     ap.add_argument("--max-train-tokens", type=int, default=None)
@@ -50,10 +55,11 @@ def main(argv: list[str] | None = None) -> None:
 
     tok = Tokenizer.from_file(str(TOKENIZER))
     eos, bos = tok.token_to_id("</s>"), tok.token_to_id("<s>")
-    files = sorted(p for p in args.src.iterdir() if p.name.endswith((".txt", ".txt.gz", ".txt.xz")))
-    val_path = args.src / args.val_file
-    if val_path not in files:
-        raise SystemExit(f"--val-file {args.val_file!r} is not a text file in {args.src}")
+    files = sorted((p for src in args.src for p in src.iterdir() if p.name.endswith((".txt", ".txt.gz", ".txt.xz"))),
+                   key=lambda p: p.name)
+    val_path = next((p for p in files if p.name == args.val_file), None)
+    if val_path is None:
+        raise SystemExit(f"--val-file {args.val_file!r} is not a text file in {', '.join(map(str, args.src))}")
     t0 = time.time()
     val_docs = read_documents(val_path)
     val = encode_documents(tok, val_docs, eos, args.max_val_tokens, bos_id=bos)
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train = np.concatenate(train_parts)
     meta = {
-        "source": str(args.src),
+        "source": [str(src) for src in args.src],
         "train_files": used,
         "val_file": args.val_file,
         "tokenizer_sha256_16": tokenizer_hash(TOKENIZER),

@@ -1,8 +1,10 @@
 """The paper's Table 2 for our pairs, from the files a training run writes.
 
-    python -m softpick_bench.train.table2 results/training/micro results/training/demo > results/table2.md
+    python -m softpick_bench.train.table2 results/training/{micro,demo,demo-seed1234} > results/table2.md
+    python -m softpick_bench.train.table2 --grid results/training/recipe-grid/round1   # one row per run
 
-Each folder holds summary.json (losses) and analysis.json (the analysis task's metrics).
+Each folder holds summary.json (losses) and analysis.json (the analysis task's metrics); a pair is
+named after its folder. `--grid` renders the recipe-search table of a folder of such runs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _num(v: float | None, fmt: str = "{:.4f}") -> str:
 def rows_for(folder: Path) -> list[str]:
     summary = json.loads((folder / "summary.json").read_text())
     analysis = json.loads((folder / "analysis.json").read_text())
-    name = summary["config"]["name"]
+    name = folder.name
     out = []
     for kind, side in summary["sides"].items():
         m = analysis[kind]["values"]
@@ -53,7 +55,7 @@ def notes_for(folder: Path) -> list[str]:
     m = cfg["model"]
     backends = ", ".join(f"{k}: {v['train_backend']} ({v['tok_per_s']:.0f} tok/s)" for k, v in sides.items())
     return [
-        f"- **{cfg['name']}**: hidden {m['hidden']}, {m['layers']} layers, {m['heads']} heads, context {cfg['seq_len']}; "
+        f"- **{folder.name}**: hidden {m['hidden']}, {m['layers']} layers, {m['heads']} heads, context {cfg['seq_len']}; "
         f"{summary['steps_done']} steps x {cfg['batch_size']} x {cfg['seq_len']} = {summary['tokens_seen'] / 1e6:.1f}M tokens, "
         f"lr {cfg['lr']}, seed {cfg['seed']}{' (TRUNCATED by time limit)' if summary['truncated'] else ''}; "
         f"{summary.get('gpu') or summary['device']}; training attention {backends}. "
@@ -69,8 +71,8 @@ def trajectory(folder: Path) -> list[str]:
     if not tracked:
         return []
     first = tracked[0]
-    lines = [f"| step | softmax sink 0.3 | softpick sink 0.3 | softmax kurtosis | softpick kurtosis | ratio | "
-             f"softmax val | softpick val |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| step | softmax sink 0.3 | softpick sink 0.3 | softmax kurtosis | softpick kurtosis | ratio | "
+             "softmax val | softpick val |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for step in sorted({r["step"] for r in tracked}):
         by = {r["kind"]: r for r in tracked if r["step"] == step}
         if set(by) != {"softmax", "softpick"}:
@@ -108,10 +110,36 @@ def render(folders: list[Path]) -> str:
     for folder in folders:
         rows = trajectory(folder)
         if rows:
-            name = json.loads((folder / "summary.json").read_text())["config"]["name"]
-            lines += ["", f"### {name}: metrics over training", ""] + rows
+            lines += ["", f"### {folder.name}: metrics over training", ""] + rows
+    return "\n".join(lines) + "\n"
+
+
+GRID_OPTIONS = ("rows", "lr", "weight_decay", "seed")
+
+
+def grid_table(folder: Path) -> str:
+    """One row per training run under `folder`: recipe options, validation losses and the sink and
+    kurtosis metrics (100 samples x 64 tokens, with and without a bos first token)."""
+    lines = ["| run | rows | lr | wd | seed | steps | val softmax | val softpick | sink 0.3 softmax | "
+             "sink 0.3 softpick | no-bos softmax | no-bos softpick | kurtosis softmax | kurtosis softpick | ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in sorted(p for p in folder.iterdir() if (p / "analysis.json").is_file()):
+        summary, bos, nobos = (json.loads((run / f).read_text())
+                               for f in ("summary.json", "analysis.json", "analysis_nobos.json"))
+        cfg, sides = summary["config"], summary["sides"]
+        sm, sp = bos["softmax"]["values"], bos["softpick"]["values"]
+        nobos_sm, nobos_sp = nobos["softmax"]["values"], nobos["softpick"]["values"]
+        lines.append(
+            f"| {run.name} | " + " | ".join(str(cfg[k]) for k in GRID_OPTIONS) + f" | {summary['steps_done']} | "
+            f"{sides['softmax']['final_val_loss']:.4f} | {sides['softpick']['final_val_loss']:.4f} | "
+            f"{_pct(sm['sink_rate_0.3'])} | {_pct(sp['sink_rate_0.3'])} | "
+            f"{_pct(nobos_sm['sink_rate_0.3'])} | {_pct(nobos_sp['sink_rate_0.3'])} | "
+            f"{sm['kurtosis']:.1f} | {sp['kurtosis']:.1f} | {sm['kurtosis'] / sp['kurtosis']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(render([Path(p) for p in sys.argv[1:]]), end="")
+    if sys.argv[1:2] == ["--grid"]:
+        print("\n".join(grid_table(Path(p)) for p in sys.argv[2:]), end="")
+    else:
+        print(render([Path(p) for p in sys.argv[1:]]), end="")
