@@ -87,11 +87,12 @@ def _toy_shards(folder):
     write_shards(folder, ids[: int(ids.size * 0.8)], ids[int(ids.size * 0.8) :], meta)
 
 
-def test_train_pair_end_to_end(tmp_path):
+@pytest.mark.parametrize("rows", ["stream", "bos_first"])
+def test_train_pair_end_to_end(tmp_path, rows):
     _toy_shards(tmp_path / "shards")
     recipe = tmp_path / "toy.yaml"
     recipe.write_text(
-        "name: toy\nmodel: {hidden: 32, layers: 2, heads: 2, intermediate: 64, max_positions: 64}\n"
+        f"name: toy\nrows: {rows}\nmodel: {{hidden: 32, layers: 2, heads: 2, intermediate: 64, max_positions: 64}}\n"
         "seq_len: 32\nbatch_size: 4\nsteps: 12\nlr: 1.0e-2\nwarmup_steps: 2\neval_every: 6\nval_rows: 8\n"
         "log_every: 1\nseed: 3\ntrack_analysis_samples: 2\ntrack_analysis_seq_len: 16\n"
     )
@@ -99,6 +100,7 @@ def test_train_pair_end_to_end(tmp_path):
                        "--data", str(tmp_path / "shards"), "--device", "cpu"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps_done"] == 12 and set(summary["sides"]) == {"softmax", "softpick"}
+    assert summary["config"]["rows"] == rows
     log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     first = {r["kind"]: r["loss"] for r in log if r.get("event") == "train" and r["step"] == 0}
     last = {r["kind"]: r["loss"] for r in log if r.get("event") == "train" and r["step"] == 11}
