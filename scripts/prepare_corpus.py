@@ -64,23 +64,19 @@ def main(argv: list[str] | None = None) -> None:
     val_docs = read_documents(val_path)
     val = encode_documents(tok, val_docs, eos, args.max_val_tokens, bos_id=bos)
     train_files = [p for p in files if p != val_path]
-    train_parts, used, remaining = [], [], args.max_train_tokens
-    if remaining is None:  # no cap: every file whole, one process per file (the order is kept)
-        with ProcessPoolExecutor(max_workers=min(len(train_files), os.cpu_count() or 1)) as pool:
-            train_parts = list(pool.map(_encode_file, train_files, [eos] * len(train_files), [bos] * len(train_files)))
-        used = [p.name for p in train_files]
-        for name, ids in zip(used, train_parts):
-            print(f"{name}: {ids.size} tokens ({time.time() - t0:.0f} s)", flush=True)
-    for path in train_files if remaining is not None else []:
-        if remaining <= 0:
+    # every file whole, one process per file (the order is kept), then the cap: the same tokens
+    # as encoding file by file up to --max-train-tokens
+    with ProcessPoolExecutor(max_workers=min(len(train_files), os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(_encode_file, train_files, [eos] * len(train_files), [bos] * len(train_files)))
+    used, total = [], 0
+    for path, ids in zip(train_files, parts):
+        if args.max_train_tokens is not None and total >= args.max_train_tokens:
             break
-        ids = encode_documents(tok, read_documents(path), eos, remaining, bos_id=bos)
-        train_parts.append(ids)
         used.append(path.name)
-        remaining -= ids.size
+        total += ids.size
         print(f"{path.name}: {ids.size} tokens ({time.time() - t0:.0f} s)", flush=True)
+    train = np.concatenate(parts[: len(used)])[: args.max_train_tokens]
 
-    train = np.concatenate(train_parts)
     meta = {
         "source": [str(src) for src in args.src],
         "train_files": used,

@@ -138,10 +138,10 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
         track_rows = sample_sequences(tokenizer, docs, cfg.track_analysis_samples, cfg.track_analysis_seq_len, seed=0)
     tokens_per_step = cfg.batch_size * cfg.seq_len
     window = max(1, min(50, cfg.steps // 20))
+    first = first_token(cfg, shards)
     start, steps_done, truncated = time.time(), 0, False
     for step in range(cfg.steps):
-        rows = train_batch(shards.train, step, cfg.batch_size, cfg.seq_len, cfg.seed, first_token(cfg, shards))
-        rows = rows.to(device)
+        rows = train_batch(shards.train, step, cfg.batch_size, cfg.seq_len, cfg.seed, first).to(device)
         lr = lr_at(step, cfg)
         for side in sides:
             t0 = time.perf_counter()
