@@ -3,11 +3,13 @@
 `<out>/cells/<key>.json` exists only once the cell is complete (written to a temporary
 file, then renamed), so an interrupted sweep never leaves a half record and a re-run
 recomputes nothing that is done. Failed cells go to `<key>.error.json`: they are kept
-for the report and retried by the next run.
+for the report and retried by the next run. A cell's per-item results (softpick_bench.eval.items)
+go to `<key>.items.json.gz`, written before the record, so a record never points at missing items.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -44,6 +46,26 @@ class ResultStore:
 
     def write_error(self, key: str, record: dict) -> None:
         self._write_atomic(self._path(key, error=True), record)
+
+    def write_items(self, key: str, items: dict) -> None:
+        path = self.cells / f"{key}.items.json.gz"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json.gz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(gzip.compress(json.dumps(items, allow_nan=False, separators=(",", ":")).encode(), mtime=0))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read_items(self, key: str) -> dict | None:
+        """The cell's per-item payload, or None when the cell has none (analysis, older records)."""
+        path = self.cells / f"{key}.items.json.gz"
+        if not path.is_file():
+            return None
+        return json.loads(gzip.decompress(path.read_bytes()))
 
     def records(self, errors: bool = False) -> list[dict]:
         pattern = "*.error.json" if errors else "*.json"
