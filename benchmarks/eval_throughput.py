@@ -118,7 +118,7 @@ def main() -> None:
         run_task(target, make_spec("arc_easy", dict(opts, limit=64)))  # warm-up: kernel compilation, autotuning
         for task in args.tasks.split(","):
             extra = {"bootstrap_iters": args.bootstrap_iters, "limit": args.limit}
-            metrics = run_task(target, make_spec(task, dict(opts, **extra)))
+            metrics = run_task(target, make_spec(task, dict(opts, **extra))).metrics
             d = metrics[0].details
             flops = task_flops(model, d["tokens"])
             row = {
@@ -187,7 +187,7 @@ def capture_requests(target: EvalTarget, task: str, opts: dict) -> tuple[list[li
         return scoring_loop(self, requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
 
     with mock.patch.object(BenchLM, "_loglikelihood_tokens", recorder):
-        metrics = run_task(target, make_spec(task, opts))
+        metrics = run_task(target, make_spec(task, opts)).metrics
     return calls, metrics, metrics[0].details["seconds"]
 
 

@@ -95,7 +95,7 @@ def test_analysis_task_on_text(tmp_path):
     assert no_bos.shape == (3, 24) and not bool((no_bos == tok.bos_token_id).any())
     model = build_model(tiny_llama_config(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64), "softpick")
     spec = make_spec("analysis", {"n_samples": 3, "seq_len": 24, "source": str(text)})
-    metrics = {m.metric: m for m in run_task(EvalTarget(model, tok, "softpick", "cpu"), spec)}
+    metrics = {m.metric: m for m in run_task(EvalTarget(model, tok, "softpick", "cpu"), spec).metrics}
     assert set(metrics) == {"sink_rate_0.2", "sink_rate_0.3", "kurtosis", "hidden_min", "hidden_max",
                             "attn_sparsity", "dead_heads"}
     assert metrics["kurtosis"].details["n_samples"] == 3

@@ -106,7 +106,7 @@ def test_fast_scoring_equals_lm_eval_hflm(models, tokenizer, batch_tokens):
 
 def test_registered_tasks_record_options_and_stderr(models, tokenizer):
     target = EvalTarget(models["softpick"], tokenizer, "softpick", "cpu", seed=7)
-    metrics = run_task(target, make_spec("arc_easy", {"limit": 3, "batch_size": 16}))
+    metrics = run_task(target, make_spec("arc_easy", {"limit": 3, "batch_size": 16})).metrics
     by_name = {m.metric: m for m in metrics}
     assert set(by_name) == {"acc", "acc_norm"}
     for m in metrics:
@@ -122,7 +122,7 @@ def test_word_perplexity_and_gptq_perplexity_never_share_a_name(models, tokenize
     assert {"wikitext2", "wikitext_word", "lambada_openai"} <= set(task_names())
     target = EvalTarget(models["softpick"], tokenizer, "softpick", "cpu")
     spec = make_spec("wikitext_word", {"limit": 1, "max_length": 256, "batch_size": 4})
-    names = {m.metric for m in run_task(target, spec)}
+    names = {m.metric for m in run_task(target, spec).metrics}
     assert names == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
     assert "ppl_gptq" not in names
 

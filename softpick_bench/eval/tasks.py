@@ -46,6 +46,15 @@ class Metric:
     details: dict = field(default_factory=dict)
 
 
+@dataclass
+class TaskOutput:
+    """What an evaluator returns: its metrics and, where it has them, the per-item values
+    they are aggregated from (softpick_bench.eval.items payload; None for analysis)."""
+
+    metrics: list[Metric]
+    items: dict | None = None
+
+
 @dataclass(frozen=True)
 class TaskOption:
     type: type | tuple[type, ...]
@@ -56,7 +65,7 @@ class TaskOption:
 @dataclass
 class TaskDef:
     name: str
-    run: Callable  # (EvalTarget, TaskSpec) -> list[Metric]
+    run: Callable  # (EvalTarget, TaskSpec) -> TaskOutput (or a bare list[Metric])
     options: dict[str, TaskOption]
     description: str
     packages: tuple[str, ...] = ()  # distributions whose version can change results (cache key)
@@ -121,5 +130,6 @@ def make_spec(name: str, given: dict) -> TaskSpec:
     return TaskSpec(name=name, options=tuple(resolved.items()))
 
 
-def run_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
-    return get_task(spec.name).run(target, spec)
+def run_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
+    out = get_task(spec.name).run(target, spec)
+    return out if isinstance(out, TaskOutput) else TaskOutput(list(out))

@@ -121,7 +121,8 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
                     torch.manual_seed(config.seed)
                     t0 = time.perf_counter()
                     target = EvalTarget(model, loaded.tokenizer, loaded.kind, config.device, config.seed)
-                    metrics = run_task(target, cell.task)
+                    output = run_task(target, cell.task)
+                    metrics = output.metrics
                     eval_s = time.perf_counter() - t0
                 except Exception as exc:
                     counts["failed"] += 1
@@ -147,6 +148,9 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
                     "memory": _peak_memory(config.device),
                     "kind_source": loaded.kind_source,
                 }
+                if output.items is not None:
+                    store.write_items(cell.key, output.items)
+                record["has_items"] = output.items is not None
                 store.write(cell.key, record)
                 counts["ran"] += 1
                 shown = ", ".join(f"{m.metric}={m.value:.4g}" for m in metrics[:3])
