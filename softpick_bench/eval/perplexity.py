@@ -16,7 +16,8 @@ from importlib import resources
 import torch
 import torch.nn.functional as F
 
-from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskSpec, register_task
+from softpick_bench.eval import items
+from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskOutput, TaskSpec, register_task
 from softpick_bench.models.checkpoint import vocab_digest
 
 
@@ -44,19 +45,18 @@ def _tokenized_test_text(tokenizer) -> torch.Tensor:
     return _TOKENIZED[key]
 
 
-def windowed_nll(model, ids: torch.Tensor, seq_len: int, batch_size: int, device: str) -> tuple[float, int, int]:
-    """(summed NLL, predicted tokens, windows) over non-overlapping windows of `ids`."""
+def window_nlls(model, ids: torch.Tensor, seq_len: int, batch_size: int, device: str) -> list[float]:
+    """Summed NLL of each non-overlapping window of `ids` (seq_len - 1 predicted tokens each)."""
     n_windows = ids.numel() // seq_len
     windows = ids[: n_windows * seq_len].view(n_windows, seq_len)
-    total, count = 0.0, 0
+    sums: list[float] = []
     with torch.inference_mode():
         for start in range(0, n_windows, batch_size):
             batch = windows[start : start + batch_size].to(device)
             logits = model(input_ids=batch).logits[:, :-1].float()
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-            total += float(nll)
-            count += batch[:, 1:].numel()
-    return total, count, n_windows
+            nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").sum(dim=1)
+            sums += nll.double().cpu().tolist()
+    return sums
 
 
 @register_task(
@@ -68,7 +68,7 @@ def windowed_nll(model, ids: torch.Tensor, seq_len: int, batch_size: int, device
     },
     description="WikiText-2 raw test perplexity, GPTQ convention (metric ppl_gptq)",
 )
-def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
+def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     seq_len, batch_size, max_windows = spec.option("seq_len"), spec.option("batch_size"), spec.option("max_windows")
     ids = _tokenized_test_text(target.tokenizer)
     total_tokens = ids.numel()
@@ -76,8 +76,10 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
         ids = ids[: max_windows * seq_len]
     if ids.numel() < seq_len:
         raise ValueError(f"wikitext2: {ids.numel()} tokens is less than one window of {seq_len}")
-    nll, count, windows = windowed_nll(target.model, ids, seq_len, batch_size, target.device)
-    mean = nll / count
+    sums = window_nlls(target.model, ids, seq_len, batch_size, target.device)
+    windows, per_window = len(sums), seq_len - 1
+    count = windows * per_window
+    mean = math.fsum(sums) / count
     details = {
         "mean_nll": mean,
         "seq_len": seq_len,
@@ -87,4 +89,6 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
         "tokenizer": tokenizer_id(target.tokenizer),
         "convention": "gptq: rows joined with \\n\\n, non-overlapping windows, mean NLL over predicted tokens",
     }
-    return [Metric("ppl_gptq", math.exp(mean), None, higher_is_better=False, details=details)]
+    metric = Metric("ppl_gptq", math.exp(mean), None, higher_is_better=False, details=details)
+    per_item = items.metric_items("weighted_perplexity", list(range(windows)), [(-s, per_window) for s in sums])
+    return TaskOutput([metric], items.payload("wikitext2", {"ppl_gptq": per_item}))

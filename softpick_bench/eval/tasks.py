@@ -80,6 +80,7 @@ class EvalTarget:
     kind: str
     device: str
     seed: int = 0
+    cache_dir: str | None = None  # the run folder: request caches persist there (None: this process only)
 
 
 _TASKS: dict[str, TaskDef] = {}

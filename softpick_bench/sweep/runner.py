@@ -120,7 +120,9 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
                 try:
                     torch.manual_seed(config.seed)
                     t0 = time.perf_counter()
-                    target = EvalTarget(model, loaded.tokenizer, loaded.kind, config.device, config.seed)
+                    target = EvalTarget(
+                        model, loaded.tokenizer, loaded.kind, config.device, config.seed, cache_dir=str(store.root)
+                    )
                     output = run_task(target, cell.task)
                     metrics = output.metrics
                     eval_s = time.perf_counter() - t0

@@ -1,5 +1,10 @@
 """Registry entries for the lm-eval tasks: one evaluator per task, run through lm-eval itself.
 
+`run_harness_task` scores the task's requests from the sweep-level request cache (requests.py:
+built and tokenized once per task and tokenizer, metrics through lm-eval's own `evaluate`) and
+returns per-document items beside the metrics; `run_harness_task_uncached` is lm-eval's
+`simple_evaluate` from scratch, the reference the cached path is tested against.
+
 Each returns lm-eval's metrics under lm-eval's names (acc, acc_norm, perplexity,
 word_perplexity, ...) with lm-eval's standard error where it gives one, and records in
 every Metric's details the options that decide the number. lm_eval is imported only when
@@ -13,8 +18,9 @@ import math
 import time
 
 from softpick_bench.errors import TaskError
+from softpick_bench.eval import items
 from softpick_bench.eval.harness.tasks import HARNESS_TASKS, SOURCES, data_manifest
-from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskSpec, register_task
+from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskOutput, TaskSpec, register_task
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +42,96 @@ def _number(value) -> float | None:
     return None
 
 
-def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
-    import lm_eval
-    from lm_eval import simple_evaluate
+_AGGREGATIONS = {"mean": "mean", "perplexity": "perplexity", "weighted_perplexity": "weighted_perplexity",
+                 "bits_per_byte": "bits_per_byte"}
 
-    from softpick_bench.eval.harness.bridge import BenchLM
-    from softpick_bench.eval.harness.tasks import task_manager
 
-    opts = dict(spec.options)
-    name, source = spec.name, opts["source"]
-    if source not in SOURCES:
-        raise TaskError(f"task {name!r}: source {source!r} unknown; valid: {', '.join(SOURCES)}")
-    if source == "local" and opts["num_fewshot"] != 0:
+def _check_options(name: str, opts: dict) -> None:
+    if opts["source"] not in SOURCES:
+        raise TaskError(f"task {name!r}: source {opts['source']!r} unknown; valid: {', '.join(SOURCES)}")
+    if opts["source"] == "local" and opts["num_fewshot"] != 0:
         raise TaskError(
             f"task {name!r}: num_fewshot={opts['num_fewshot']} needs the training split, which is not shipped; "
             "use num_fewshot 0 or source 'hub'"
         )
-    lm_name = HARNESS_TASKS[name].lm_eval_name
-    lm = BenchLM(
+
+
+def _data_digest(lm_name: str, source: str) -> str | None:
+    return data_manifest()[lm_name]["sha256"] if source == "local" else None
+
+
+def _lm(cls, target: EvalTarget, opts: dict):
+    return cls(
         target.model,
         target.tokenizer,
         batch_size=opts["batch_size"],
         batch_tokens=opts["batch_tokens"],
         max_length=opts["max_length"],
     )
+
+
+def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
+    """Score the task's cached requests on the target model; metrics through lm-eval's evaluate."""
+    from lm_eval.evaluator import evaluate
+
+    from softpick_bench.eval.harness import requests
+    from softpick_bench.eval.harness.tasks import task_manager
+
+    opts = dict(spec.options)
+    name = spec.name
+    _check_options(name, opts)
+    lm_name = HARNESS_TASKS[name].lm_eval_name
+    lm = _lm(requests.CachedLM, target, opts)
+    seed = target.seed
+    request_options = {k: opts[k] for k in ("num_fewshot", "limit", "source")} | {"seed": seed}
+    key = requests.request_key(
+        lm_name, request_options, target.tokenizer, lm.max_length, _data_digest(lm_name, opts["source"])
+    )
+    start = time.perf_counter()
+    prepared = requests.prepare(
+        lm_name,
+        task_manager(opts["source"]),
+        lm,
+        num_fewshot=opts["num_fewshot"],
+        limit=opts["limit"],
+        seed=seed,
+        key=key,
+        cache_dir=None if target.cache_dir is None else f"{target.cache_dir}/requests",
+    )
+    prepare_s = time.perf_counter() - start
+    lm.attach(prepared)
+    requests.set_seeds(seed)  # as simple_evaluate leaves them before evaluate
+    out = evaluate(
+        lm=lm,
+        task_dict=prepared.task_dict,
+        limit=opts["limit"],
+        bootstrap_iters=opts["bootstrap_iters"],
+        log_samples=True,
+    )
+    seconds = time.perf_counter() - start
+    metrics = _metrics(out, lm_name, opts, lm, target, seconds)
+    for m in metrics:
+        m.details["request_cache"] = {"key": key, "prepare_s": round(prepare_s, 3)}
+    return TaskOutput(metrics, _items(out, prepared.task, lm_name, name))
+
+
+def run_harness_task_uncached(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
+    """The reference path: lm-eval's simple_evaluate from scratch (requests rebuilt and tokenized)."""
+    from lm_eval import simple_evaluate
+
+    from softpick_bench.eval.harness.bridge import BenchLM
+    from softpick_bench.eval.harness.tasks import task_manager
+
+    opts = dict(spec.options)
+    _check_options(spec.name, opts)
+    lm_name = HARNESS_TASKS[spec.name].lm_eval_name
+    lm = _lm(BenchLM, target, opts)
     seed = target.seed
     start = time.perf_counter()
     out = simple_evaluate(
         model=lm,
         tasks=[lm_name],
-        task_manager=task_manager(source),
+        task_manager=task_manager(opts["source"]),
         num_fewshot=opts["num_fewshot"],
         limit=opts["limit"],
         bootstrap_iters=opts["bootstrap_iters"],
@@ -77,13 +143,18 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    seconds = time.perf_counter() - start
+    return _metrics(out, lm_name, opts, lm, target, time.perf_counter() - start)
+
+
+def _metrics(out: dict, lm_name: str, opts: dict, lm, target: EvalTarget, seconds: float) -> list[Metric]:
+    import lm_eval
+
     res = out["results"][lm_name]
     details = {
         "lm_eval_task": lm_name,
         "lm_eval_version": lm_eval.__version__,
         "task_version": out["versions"].get(lm_name),
-        "source": source,
+        "source": opts["source"],
         "num_fewshot": opts["num_fewshot"],
         "limit": opts["limit"],
         "documents": out["n-samples"][lm_name]["effective"],
@@ -91,7 +162,7 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
         "batch_size": opts["batch_size"],
         "batch_tokens": opts["batch_tokens"],
         "max_length": lm.max_length,
-        "seed": seed,
+        "seed": target.seed,
         "bootstrap_iters": opts["bootstrap_iters"],
         "attention_kind": target.kind,
         "logprob_dtype": "float32",
@@ -104,7 +175,7 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
             "causal_pairs": lm.causal_pairs,
         },
     }
-    if source == "local":
+    if opts["source"] == "local":
         entry = data_manifest()[lm_name]
         details["data"] = {"file": entry["file"], "sha256": entry["sha256"], "hub_dataset": entry["hub_dataset"]}
 
@@ -121,8 +192,25 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
             )
         )
     if not metrics:
-        raise TaskError(f"task {name!r}: lm-eval returned no metrics ({sorted(res)})")
+        raise TaskError(f"task {lm_name!r}: lm-eval returned no metrics ({sorted(res)})")
     return metrics
+
+
+def _items(out: dict, task, lm_name: str, name: str) -> dict:
+    """Per-document values of each metric (the first filter's), with lm-eval's aggregation name."""
+    aggregation = {metric: getattr(fn, "__name__", "") for metric, fn in task.aggregation().items()}
+    samples = out["samples"][lm_name]
+    first_filter = samples[0]["filter"] if samples else None
+    per_metric: dict[str, dict] = {}
+    for metric, agg in aggregation.items():
+        if agg not in _AGGREGATIONS:
+            log.info("task %s: metric %s aggregates by %r: no per-item values kept", name, metric, agg)
+            continue
+        rows = [s for s in samples if s["filter"] == first_filter and metric in s]
+        per_metric[metric] = items.metric_items(
+            _AGGREGATIONS[agg], [s["doc_id"] for s in rows], [s[metric] for s in rows]
+        )
+    return items.payload(name, per_metric)
 
 
 for _name, _task in HARNESS_TASKS.items():
