@@ -32,7 +32,10 @@ def cmd_sweep(args) -> int:
     from softpick_bench.sweep.runner import run_plan
     from softpick_bench.sweep.store import ResultStore
 
+    from softpick_bench.sweep.shard import parse_shard, shard_cells
+
     start = time.perf_counter()
+    shard = parse_shard(args.shard) if args.shard else None
     config = load_config(args.config)
     out = Path(args.out or Path("runs") / config.name)
     store = ResultStore(out)
@@ -49,11 +52,16 @@ def cmd_sweep(args) -> int:
     )
     if args.plan_only:
         return 0
+    if shard:
+        cells = shard_cells(cells, *shard)
     counts = run_plan(config, cells, store)
     print(
         f"\n{counts['ran']} cells ran, {counts['done_before']} already done (not recomputed), "
         f"{counts['skipped']} skipped, {counts['failed']} failed in {time.perf_counter() - start:.1f}s"
     )
+    if args.shard:  # other shards may still be writing: the report comes once all are done
+        print(f"shard {args.shard} done; when every shard is: softpick-bench report {out}")
+        return 1 if counts["failed"] else 0
     print(write_report(out))
     print(f"results: {out / 'results.csv'}, {out / 'report.md'}")
     return 1 if counts["failed"] else 0
@@ -109,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="sweep YAML (see configs/)")
     p.add_argument("--out", help="result folder (default runs/<name>)")
     p.add_argument("--plan-only", action="store_true", help="validate and print the plan, run nothing")
+    p.add_argument("--shard", metavar="I/N", help="run only every N-th unit (checkpoint x quant spec), from the I-th")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="write results.csv, report.md and plots for a result folder")
     p.add_argument("out", help="result folder written by `sweep`")
