@@ -31,16 +31,17 @@ class _StrictLoader(yaml.SafeLoader):
                     continue  # `<<: *defaults` may be overridden by the keys written beside it
                 key = self.construct_object(key_node, deep=True)
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    duplicate = key in seen
                 except TypeError:
                     raise yaml.constructor.ConstructorError(
                         None, None, "a mapping key must be a plain value", key_node.start_mark
                     ) from None
-                if first != key_node.start_mark.line + 1:
+                if duplicate:
                     raise YAMLInputError(
                         f"line {key_node.start_mark.line + 1}: duplicate key {str(key)[:60]!r} "
-                        f"(first given on line {first}); give each key once"
+                        f"(first given on line {seen[key]}); give each key once"
                     )
+                seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
 
