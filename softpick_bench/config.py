@@ -248,7 +248,7 @@ def _axes(where: _Where, key: str, entry: dict) -> list[list[tuple[str, Any]]]:
             values = value if value and isinstance(value, list) and all(isinstance(v, list) for v in value) else [value]
         else:
             if isinstance(value, list) and not value:
-                raise where.error(f"{key}.{name}", "empty list: the entry would expand to nothing; give at least one value")
+                raise where.error(f"{key}.{name}", "empty list: the entry would expand to nothing; give a value")
             values = value if isinstance(value, list) else [value]
         axes.append([(name, v) for v in values])
     return axes

@@ -83,7 +83,8 @@ def _expected(config: dict, folder: Path, where: str) -> tuple[dict[str, tuple[i
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(cfg)
         except Exception as exc:
-            raise CheckpointError(f"checkpoint {where}: transformers cannot build a model from its config: {exc}") from None
+            raise CheckpointError(f"checkpoint {where}: transformers cannot build a model from its config: {exc}") \
+                from None
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     optional = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     return shapes, optional

@@ -71,7 +71,8 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
             counts["skipped"] += 1
         elif cell.error:  # the plan found the checkpoint or the pair bad: recorded, never loaded
             counts["failed"] += 1
-            store.write_error(cell.key, _base_record(cell, config) | {"status": "error", "stage": "plan", "error": cell.error})
+            failed = {"status": "error", "stage": "plan", "error": cell.error}
+            store.write_error(cell.key, _base_record(cell, config) | failed)
         elif cell.key in queued:
             continue  # another pair with this checkpoint runs the cell
         elif store.is_done(cell.key):
@@ -90,8 +91,9 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
         try:
             loaded = load_checkpoint(todo[0].checkpoint, dtype=config.dtype, device=config.device)
         except Exception as exc:  # a bad checkpoint fails its own cells; the other pairs run
+            failed = {"status": "error", "stage": "load", "error": f"{type(exc).__name__}: {exc}"}
             for cell in todo:
-                store.write_error(cell.key, _base_record(cell, config) | {"status": "error", "stage": "load", "error": f"{type(exc).__name__}: {exc}"})
+                store.write_error(cell.key, _base_record(cell, config) | failed)
             counts["failed"], index = counts["failed"] + len(todo), index + len(todo)
             echo(f"{todo[0].describe()} ...: FAILED to load, {len(todo)} cells recorded as errors: {exc}")
             continue
