@@ -1,5 +1,15 @@
 """One exception hierarchy: every message says what was wrong, where, and what is valid."""
 
+import reprlib
+
+
+def shown(value) -> str:
+    """A bounded repr for messages: an error never carries a huge value (an alias-bomb list, a long text)."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 80
+    r.maxlist = r.maxdict = 6
+    return r.repr(value)
+
 
 class SoftpickBenchError(Exception):
     """Base of every error this package raises on purpose."""
@@ -27,3 +37,7 @@ class QuantizationNoOpError(SoftpickBenchError):
 
 class TaskError(SoftpickBenchError):
     """An evaluation task is unknown or its data is missing."""
+
+
+class StoreError(SoftpickBenchError):
+    """The results folder cannot be read or written (a file in its place, read-only, disk full)."""

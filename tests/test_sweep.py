@@ -77,7 +77,9 @@ def test_bad_config_exits_with_message(tmp_path, capsys):
 def test_failing_cell_keeps_the_others(tmp_path, capsys):
     cfg = _config(tmp_path, [], name="fail")
     raw = yaml.safe_load(cfg.read_text())
-    raw["tasks"].append({"name": "wikitext2", "seq_len": 10_000_000, "max_windows": 1})  # longer than the text
+    short = tmp_path / "short.txt"
+    short.write_text("too short for two samples")
+    raw["tasks"].append({"name": "analysis", "n_samples": 2, "seq_len": 64, "source": str(short)})  # fails at eval
     cfg.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
     assert main(["sweep", str(cfg), "--out", str(out)]) == 1

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from softpick_bench.errors import TaskError
+from softpick_bench.errors import TaskError, shown
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,17 @@ class TaskOption:
     type: type | tuple[type, ...]
     default: Any
     help: str
+    check: Callable[[Any], str | None] | None = None  # value -> what would be valid, or None if fine
+
+
+def at_least(low: int) -> Callable[[Any], str | None]:
+    """A TaskOption check: an integer >= low."""
+    return lambda value: None if value >= low else f"must be >= {low}"
+
+
+def in_range(low: int, high: int) -> Callable[[Any], str | None]:
+    """A TaskOption check: an integer in low..high (both included)."""
+    return lambda value: None if low <= value <= high else f"must be in {low}..{high}"
 
 
 @dataclass
@@ -126,7 +137,10 @@ def make_spec(name: str, given: dict) -> TaskSpec:
         value = given.get(key, opt.default)
         wrong_type = value is not None and not isinstance(value, opt.type)
         if wrong_type or (isinstance(value, bool) and opt.type is int):
-            raise TaskError(f"task {name!r} option {key!r} must be {opt.type}, got {value!r} ({opt.help})")
+            raise TaskError(f"task {name!r} option {key!r} must be {opt.type}, got {shown(value)} ({opt.help})")
+        problem = None if value is None or opt.check is None else opt.check(value)
+        if problem:
+            raise TaskError(f"task {name!r} option {key!r} {problem}, got {shown(value)} ({opt.help})")
         resolved[key] = value
     return TaskSpec(name=name, options=tuple(resolved.items()))
 

@@ -23,7 +23,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from softpick_bench.errors import CheckpointError
-from softpick_bench.models import fla
+from softpick_bench.models import fla, weights
 from softpick_bench.models.attention import ATTENTION_KINDS, register_attention_kinds
 
 log = logging.getLogger(__name__)
@@ -120,18 +120,15 @@ def architecture(folder: Path, where: str) -> dict:
 def _load_state_dict(folder: Path) -> dict:
     from safetensors.torch import load_file
 
-    files = sorted(folder.glob("*.safetensors"))
-    if files:
-        state = {}
-        for f in files:
-            state.update(load_file(str(f)))
-        return state
-    files = sorted(folder.glob("*.bin"))
-    if not files:
-        raise CheckpointError(f"checkpoint {folder}: no *.safetensors or *.bin weight files")
     state = {}
-    for f in files:
-        state.update(torch.load(f, map_location="cpu", weights_only=True))
+    for f in weights.weight_files(folder):
+        try:
+            if f.suffix == ".safetensors":
+                state.update(load_file(str(f)))
+            else:
+                state.update(torch.load(f, map_location="cpu", weights_only=True))
+        except Exception as exc:  # the header check passed, so this is damage inside the data
+            raise CheckpointError(f"{f}: weights do not load: {type(exc).__name__}: {str(exc)[:300]}") from None
     return state
 
 
@@ -177,6 +174,7 @@ def load_checkpoint(
     where = str(source)
     kind, kind_source = resolve_kind(config, where, attention)
     torch_dtype = DTYPES[dtype]
+    files = weights.check_weights(folder, config, where)  # never a random initialisation of a missing tensor
     if fla.is_fla_config(config):
         model, fmt = _load_fla(folder, config, kind, torch_dtype), "fla"
     else:
@@ -185,6 +183,7 @@ def load_checkpoint(
         except Exception as exc:
             raise CheckpointError(f"checkpoint {where}: transformers could not load it: {exc}") from exc
         fmt = "llama"
+    weights.check_finite(model, files, where)
     if model.config._attn_implementation != kind:
         raise CheckpointError(f"{where}: model runs {model.config._attn_implementation!r}, expected {kind!r}")
     model.eval().to(device)

@@ -20,9 +20,9 @@ import torch
 from softpick_bench.config import SweepConfig
 from softpick_bench.eval.tasks import EvalTarget, run_task
 from softpick_bench.models.checkpoint import load_checkpoint
-from softpick_bench.models.pair import check_pair
 from softpick_bench.quant.apply import quantize
 from softpick_bench.quant.base import QuantContext
+from softpick_bench.sweep import checks
 from softpick_bench.sweep.plan import Cell, package_versions
 from softpick_bench.sweep.store import ResultStore
 
@@ -48,6 +48,8 @@ def _base_record(cell: Cell, config: SweepConfig) -> dict:
         "pair": cell.pair,
         "kind": cell.kind,
         "checkpoint": cell.checkpoint,
+        "checkpoint_given": cell.checkpoint_given,
+        "replicate": cell.replicate,
         "fingerprint": cell.fingerprint,
         "quant": cell.quant.to_dict(),
         "quant_label": cell.quant.label(),
@@ -62,24 +64,39 @@ def _base_record(cell: Cell, config: SweepConfig) -> dict:
 def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print) -> dict:
     """Run every pending, runnable cell. Returns counts {done_before, ran, failed, skipped}."""
     counts = {"done_before": 0, "ran": 0, "failed": 0, "skipped": 0}
-    pending: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    pending: dict[tuple[str, str, int], list[Cell]] = defaultdict(list)
+    queued: set[str] = set()  # pairs sharing a checkpoint share its cells: each key runs once
     for cell in cells:
         if cell.skip_reason:
             counts["skipped"] += 1
+        elif cell.error:  # the plan found the checkpoint or the pair bad: recorded, never loaded
+            counts["failed"] += 1
+            failed = {"status": "error", "stage": "plan", "error": cell.error}
+            store.write_error(cell.key, _base_record(cell, config) | failed)
+        elif cell.key in queued:
+            continue  # another pair with this checkpoint runs the cell
         elif store.is_done(cell.key):
             counts["done_before"] += 1
         else:
-            pending[(cell.pair, cell.kind)].append(cell)
+            queued.add(cell.key)
+            pending[(cell.pair, cell.kind, cell.replicate)].append(cell)
+    for error in sorted({c.error for c in cells if c.error}):
+        echo(f"FAILED before any load, its cells recorded as errors: {error}")
     total = sum(len(v) for v in pending.values())
     if not total:
         return counts
-    for pair in config.pairs:
-        if any(k[0] == pair.name for k in pending):
-            check_pair(pair.checkpoints["softmax"], pair.checkpoints["softpick"])
     index = 0
-    for (pair_name, kind), todo in pending.items():
+    for (pair_name, kind, _), todo in pending.items():
         t0 = time.perf_counter()
-        loaded = load_checkpoint(todo[0].checkpoint, dtype=config.dtype, device=config.device)
+        try:
+            loaded = load_checkpoint(todo[0].checkpoint, dtype=config.dtype, device=config.device)
+        except Exception as exc:  # a bad checkpoint fails its own cells; the other pairs run
+            failed = {"status": "error", "stage": "load", "error": f"{type(exc).__name__}: {exc}"}
+            for cell in todo:
+                store.write_error(cell.key, _base_record(cell, config) | failed)
+            counts["failed"], index = counts["failed"] + len(todo), index + len(todo)
+            echo(f"{todo[0].describe()} ...: FAILED to load, {len(todo)} cells recorded as errors: {exc}")
+            continue
         load_s = time.perf_counter() - t0
         echo(f"loaded {pair_name}/{kind} from {loaded.source} in {load_s:.1f}s ({loaded.info['params']:,} params)")
         by_spec: dict = defaultdict(list)
@@ -97,6 +114,7 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
                     ctx = QuantContext(tokenizer=loaded.tokenizer, device=config.device, seed=config.seed)
                     t0 = time.perf_counter()
                     report = quantize(model, spec, ctx)
+                    checks.check_quant_report(report)
                     quant_s = time.perf_counter() - t0
                 except Exception as exc:  # one bad spec never stops the sweep
                     for cell in spec_cells:
@@ -125,6 +143,7 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
                     )
                     output = run_task(target, cell.task)
                     metrics = output.metrics
+                    checks.check_metrics(metrics)
                     eval_s = time.perf_counter() - t0
                 except Exception as exc:
                     counts["failed"] += 1
