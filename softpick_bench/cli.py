@@ -16,7 +16,9 @@ def _print_plan(cells, store) -> list[dict]:
     skipped = []
     print(f"plan: {len(cells)} cells")
     for cell in cells:
-        if cell.skip_reason:
+        if cell.error:
+            state = f"ERROR: {cell.error}"
+        elif cell.skip_reason:
             state = f"SKIPPED: {cell.skip_reason}"
             skipped.append({"cell": cell.describe(), "key": cell.key, "reason": cell.skip_reason})
         else:
@@ -28,28 +30,19 @@ def _print_plan(cells, store) -> list[dict]:
 def cmd_sweep(args) -> int:
     from softpick_bench.config import load_config
     from softpick_bench.report import write_report
-    from softpick_bench.sweep.plan import build_plan
+    from softpick_bench.sweep.plan import build_plan, plan_manifest
     from softpick_bench.sweep.runner import run_plan
-    from softpick_bench.sweep.store import ResultStore
-
     from softpick_bench.sweep.shard import parse_shard, shard_cells
+    from softpick_bench.sweep.store import ResultStore
 
     start = time.perf_counter()
     shard = parse_shard(args.shard) if args.shard else None
-    config = load_config(args.config)
+    config = load_config(args.config, allow_large_plan=args.allow_large_plan)
     out = Path(args.out or Path("runs") / config.name)
     store = ResultStore(out)
     cells = build_plan(config)
-    skipped = _print_plan(cells, store)
-    store.write_meta(
-        "plan.json",
-        {
-            "name": config.name,
-            "config": str(Path(args.config).resolve()),
-            "cells": [{"key": c.key, "cell": c.describe(), "skip": c.skip_reason} for c in cells],
-            "skipped": skipped,
-        },
-    )
+    _print_plan(cells, store)
+    store.write_meta("plan.json", plan_manifest(config, cells))
     if args.plan_only:
         return 0
     if shard:
@@ -117,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="sweep YAML (see configs/)")
     p.add_argument("--out", help="result folder (default runs/<name>)")
     p.add_argument("--plan-only", action="store_true", help="validate and print the plan, run nothing")
+    p.add_argument("--allow-large-plan", action="store_true", help="accept a plan of more than 5000 cells")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th unit (checkpoint x quant spec), from the I-th")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="write results.csv, report.md and plots for a result folder")
