@@ -34,7 +34,7 @@ from softpick_bench.errors import ConfigError, TaskError
 from softpick_bench.eval.tasks import TaskSpec, make_spec, task_names
 from softpick_bench.models.checkpoint import _HUB_ID, DTYPES
 from softpick_bench.quant.base import get_backend, methods
-from softpick_bench.quant.spec import QuantSpec
+from softpick_bench.quant.spec import GRIDS, QuantSpec
 
 TOP_KEYS = {"name", "seed", "dtype", "device", "pairs", "quant", "tasks"}
 PAIR_KEYS = {"name", "softmax", "softpick"}
@@ -169,6 +169,10 @@ def _validate_spec(where: _Where, key: str, d: dict) -> QuantSpec:
         raise where.error(f"{key}.group_size", f"must be a positive integer or null (per channel), got {gs!r}")
     if not isinstance(d.get("symmetric", True), bool):
         raise where.error(f"{key}.symmetric", f"must be true or false, got {d['symmetric']!r}")
+    if d.get("grid", "full") not in GRIDS:
+        raise where.error(f"{key}.grid", f"unknown grid {d['grid']!r}; valid: {list(GRIDS)}")
+    if d.get("grid", "full") != "full" and (method == "none" or not d.get("symmetric", True)):
+        raise where.error(f"{key}.grid", f"grid {d['grid']!r} applies to symmetric weight quantization only")
     skip = d.get("skip", None)
     if skip is not None and (not isinstance(skip, list) or not all(isinstance(s, str) for s in skip)):
         raise where.error(f"{key}.skip", f"must be a list of module-name parts like ['lm_head'], got {skip!r}")
