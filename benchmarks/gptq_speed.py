@@ -134,12 +134,16 @@ def main() -> None:
         f"{args.kind} attention, {dtype}, calibration {nsamples} x {seq_len} tokens"
     )
     print(f"device: {gpu} ({device}); torch {torch.__version__}")
-    print("| old s | new s | speed-up | layers | max rel. diff of per-layer errors | mean per-layer error (new) |")
+    # the first block sees identical inputs in both runs; later blocks see inputs that differ by the
+    # rounding flips of the blocks before them, so their agreement also measures that propagation
+    first = [d for d, n in zip(diffs, layer_errors["old"]) if ".layers.0." in n]
+    print("| old s | new s | speed-up | layers | max rel. diff of per-layer errors (all / first block) "
+          "| mean per-layer error (new) |")
     print("|---|---|---|---|---|---|")
     mean_err = sum(layer_errors["new"].values()) / len(diffs)
     print(
         f"| {seconds['old']:.2f} | {seconds['new']:.2f} | {seconds['old'] / seconds['new']:.2f}x | {len(diffs)} "
-        f"| {max(diffs):.2e} | {mean_err:.4f} |"
+        f"| {max(diffs):.2e} / {max(first):.2e} | {mean_err:.4f} |"
     )
 
 
