@@ -94,7 +94,10 @@ def cmd_list(args) -> int:
             print("  none      the unquantized baseline")
             continue
         b = get_backend(name)
-        print(f"  {name:<9} bits {sorted(b.bits)}; options {sorted(b.options) or '-'}; devices {sorted(b.devices)}")
+        grids = f"; symmetric grid {'|'.join(b.grids)}" if len(b.grids) > 1 else ""
+        print(
+            f"  {name:<9} bits {sorted(b.bits)}{grids}; options {sorted(b.options) or '-'}; devices {sorted(b.devices)}"
+        )
     print("tasks:")
     for name in task_names():
         t = get_task(name)

@@ -43,7 +43,7 @@ from softpick_bench.models.checkpoint import _HUB_ID, DTYPES
 from softpick_bench.quant.base import get_backend, methods
 from softpick_bench.quant.bnb import BLOCKSIZES, QUANT_TYPES
 from softpick_bench.quant.calibration import DEFAULT_SOURCE as DEFAULT_CALIBRATION
-from softpick_bench.quant.spec import QuantSpec
+from softpick_bench.quant.spec import GRIDS, QuantSpec
 from softpick_bench.strict_yaml import YAMLInputError, load_yaml
 
 TOP_KEYS = {"name", "seed", "dtype", "device", "pairs", "quant", "tasks"}
@@ -311,6 +311,10 @@ def _validate_spec(where: _Where, key: str, d: dict, base: Path) -> QuantSpec:
         raise where.error(f"{key}.group_size", f"must be a positive integer or null (per channel), got {shown(gs)}")
     if not isinstance(d.get("symmetric", True), bool):
         raise where.error(f"{key}.symmetric", f"must be true or false, got {shown(d['symmetric'])}")
+    if d.get("grid", "full") not in GRIDS:
+        raise where.error(f"{key}.grid", f"unknown grid {shown(d['grid'])}; valid: {list(GRIDS)}")
+    if d.get("grid", "full") != "full" and (method == "none" or not d.get("symmetric", True)):
+        raise where.error(f"{key}.grid", f"grid {shown(d['grid'])} applies to symmetric weight quantization only")
     skip = d.get("skip", None)
     if skip is not None and (not isinstance(skip, list) or not all(isinstance(s, str) for s in skip)):
         raise where.error(f"{key}.skip", f"must be a list of module-name parts like ['lm_head'], got {shown(skip)}")

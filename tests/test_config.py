@@ -97,3 +97,19 @@ def test_shipped_configs_validate():
                 load_config(path)
         else:
             load_config(path)
+
+
+@pytest.mark.parametrize(
+    "entry,hint",
+    [
+        ({"method": "rtn", "bits": 4, "grid": "half"}, "unknown grid"),
+        ({"method": "rtn", "bits": 4, "symmetric": False, "grid": "restricted"}, "symmetric weight quantization"),
+        ({"method": "none", "kv_bits": 4, "grid": "restricted"}, "symmetric weight quantization"),
+    ],
+)
+def test_grid_key_validated(tmp_path, entry, hint):
+    with pytest.raises(ConfigError, match=hint) as err:
+        load_config(_write(tmp_path, _with(quant=[entry])))
+    assert "quant[0].grid" in str(err.value)
+    good = load_config(_write(tmp_path, _with(quant=[{"method": "rtn", "bits": 4, "grid": ["full", "restricted"]}])))
+    assert [s.label() for s in good.quant] == ["none", "rtn-w4", "rtn-w4-restricted"]

@@ -11,31 +11,40 @@ from softpick_bench.quant.rtn import effective_bits, fake_quantize
 from softpick_bench.quant.spec import QuantSpec
 
 
-def _loop_reference(w, bits, group, symmetric):
-    """Group by group, value by value, in float64."""
-    out = torch.empty_like(w, dtype=torch.float64)
+def _loop_reference(w, bits, group, symmetric, grid="full"):
+    """Group by group, value by value, in float32 as the implementation (so that exact ties, e.g. the
+    full grid's -max|x| halfway between its two lowest codes, round the same way)."""
+    out = torch.empty_like(w)
     g = group or w.shape[1]
     for r in range(w.shape[0]):
         for c0 in range(0, w.shape[1], g):
-            x = w[r, c0 : c0 + g].double()
-            if symmetric:
+            x = w[r, c0 : c0 + g].float()
+            if symmetric and grid == "restricted":
                 qmax = 2 ** (bits - 1) - 1
-                s = max(float(x.abs().max()), 1e-12) / qmax
+                s = x.abs().max().clamp_min(1e-12) / qmax
                 out[r, c0 : c0 + g] = torch.clamp(torch.round(x / s), -qmax - 1, qmax) * s
+            elif symmetric:  # GPTQ reference convention: codes 0..2^b-1 around the midpoint 2^(b-1)
+                maxq = 2**bits - 1
+                s = 2 * x.abs().max().clamp_min(1e-12) / maxq
+                z = 2 ** (bits - 1)
+                out[r, c0 : c0 + g] = (torch.clamp(torch.round(x / s) + z, 0, maxq) - z) * s
             else:
                 qmax = 2**bits - 1
-                s = max(float(x.max() - x.min()), 1e-12) / qmax
-                z = round(-float(x.min()) / s)
+                s = (x.max() - x.min()).clamp_min(1e-12) / qmax
+                z = torch.round(-x.min() / s)
                 out[r, c0 : c0 + g] = (torch.clamp(torch.round(x / s) + z, 0, qmax) - z) * s
     return out
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-@pytest.mark.parametrize("group,symmetric", [(None, True), (16, True), (16, False), (None, False)])
-def test_fake_quantize_matches_loop_reference(bits, group, symmetric):
+@pytest.mark.parametrize(
+    "group,symmetric,grid",
+    [(None, True, "full"), (16, True, "full"), (16, True, "restricted"), (16, False, "full"), (None, False, "full")],
+)
+def test_fake_quantize_matches_loop_reference(bits, group, symmetric, grid):
     w = torch.randn(6, 64, generator=torch.Generator().manual_seed(bits), dtype=torch.float64)
-    got = fake_quantize(w, bits, group, symmetric)
-    torch.testing.assert_close(got, _loop_reference(w, bits, group, symmetric), rtol=1e-6, atol=1e-6)
+    got = fake_quantize(w, bits, group, symmetric, grid)
+    torch.testing.assert_close(got, _loop_reference(w, bits, group, symmetric, grid), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("group,symmetric", [(None, True), (32, True), (32, False)])

@@ -8,6 +8,13 @@ Symmetric grid (no zero point), the form int8/int4 GEMMs consume:
   most levels on rare outliers); inputs beyond it are clipped, as a static-scale kernel would.
 The wrapper also measures its own relative input error while `recording` is on, so a
 report can prove the quantization changed something.
+
+Grid convention: unlike weights (QuantSpec.grid, default the full 2^b-level grid), activations
+keep scale = max|x| / (2^(b-1) - 1) with codes clamped to [-2^(b-1), 2^(b-1) - 1]: the form
+the field's activation quantizers use (SmoothQuant and QuaRot per-token absmax, torchao's int8
+dynamic activations), so that a token's max is represented exactly; the extra negative code
+is reached only by clipping under a static scale. KV (attention_quant.py) is asymmetric, with
+all 2^b levels, and the attention probabilities' grid is unsigned: neither has the choice.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from softpick_bench.errors import UnsupportedQuantError
-from softpick_bench.quant.spec import QuantReport, QuantSpec
+from softpick_bench.quant.spec import GRIDS, QuantReport, QuantSpec
 
 
 @dataclass
@@ -39,6 +39,7 @@ class WeightQuantizer(ABC):
     options: dict[str, str] = {}  # option name -> one-line description
     supports_group_size: bool = True
     supports_asymmetric: bool = True
+    grids: tuple[str, ...] = GRIDS  # symmetric grid conventions it honours (QuantSpec.grid)
     packages: tuple[str, ...] = ()  # distributions whose version can change results (cache key)
 
     def check(self, spec: QuantSpec, device: str) -> None:
@@ -52,6 +53,10 @@ class WeightQuantizer(ABC):
             raise UnsupportedQuantError(f"{self.name} has no group size setting (got {spec.group_size})")
         if not spec.symmetric and not self.supports_asymmetric:
             raise UnsupportedQuantError(f"{self.name} has no asymmetric mode")
+        if spec.grid not in self.grids:
+            raise UnsupportedQuantError(
+                f"{self.name} has no {spec.grid!r} grid (it uses its own formats); valid: {list(self.grids)}"
+            )
         unknown = {k for k, _ in spec.options} - set(self.options)
         if unknown:
             raise UnsupportedQuantError(

@@ -58,6 +58,7 @@ class BNB(WeightQuantizer):
     }
     supports_group_size = False  # blocksize is the 4-bit group; int8 is per row
     supports_asymmetric = False  # absmax formats, no zero point
+    grids = ("full",)  # nf4/fp4/int8 are bitsandbytes' own formats: no grid convention to choose
     packages = ("bitsandbytes",)
 
     def check(self, spec: QuantSpec, device: str) -> None:

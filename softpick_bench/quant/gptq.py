@@ -7,8 +7,11 @@ Order of work (the "true sequential" variant of the paper's reference code):
 2. for each block, its linear layers are quantized in four rounds, in the order the data
    flows: q/k/v, then o, then gate/up, then down. Before each round the block is run on
    its current inputs with the layers of the earlier rounds already quantized, and the
-   Hessians of this round's layers are collected from their inputs. Rounds cost one block
-   forward each, but every layer is fitted to the inputs it will really see;
+   Hessians of this round's layers are collected from their inputs. Every layer is fitted
+   to the inputs it will really see. Each round's forward stops as soon as all its layers
+   have seen their input (the rest of the block would be thrown away), and layers fed the
+   very same tensor (q/k/v; gate/up) share one Hessian, accumulated once and solved in one
+   call with their weights stacked (GPTQ's rows are independent given the Hessian);
 3. the block's outputs with all its layers quantized become the next block's inputs.
 Each forward pass runs the model's own attention kind through kernels.dispatch (a softpick
 model is calibrated through softpick attention); the report counts the kinds that ran.
@@ -19,6 +22,7 @@ output as its input; embeddings (no input Hessian) fall back to RTN, recorded in
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -56,23 +60,90 @@ def _rounds(names: list[str]) -> list[list[str]]:
     return rounds
 
 
-class _HessianCollector:
-    """Accumulates X^T X of a linear layer's inputs (float32) over every token seen."""
+class _RoundDone(Exception):
+    """Raised by the collector's hook once every layer of the round has seen this batch's input."""
 
-    def __init__(self, module: nn.Linear):
-        n = module.in_features
-        self.sum = torch.zeros(n, n, dtype=torch.float32, device=module.weight.device)
-        self.count = 0
-        self.handle = module.register_forward_pre_hook(self._hook)
 
-    def _hook(self, _module, args):
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-        self.sum.addmm_(x.T, x)
-        self.count += x.shape[0]
+class _SharedHessians:
+    """Sums X^T X (float32) of a round's layers' inputs, once per distinct input tensor.
 
-    def hessian(self) -> torch.Tensor:
-        self.handle.remove()
-        return 2.0 * self.sum / max(self.count, 1)
+    Layers fed the very same tensor object share one sum; the first batch decides who
+    shares with whom, and a later batch that splits them raises (the Hessians would be wrong).
+    """
+
+    def __init__(self, modules: dict[str, nn.Linear]):
+        self.modules = modules
+        self.owner: dict[str, int] = {}  # layer name -> index of its sum
+        self.sums: list[torch.Tensor] = []
+        self.counts: list[int] = []
+        self.last: list[torch.Tensor | None] = []  # the input each sum saw last (identity test)
+        self.seen: set[str] = set()  # layers that saw this batch
+        self.handles = [m.register_forward_pre_hook(functools.partial(self._hook, n)) for n, m in modules.items()]
+
+    def _add(self, k: int, x: torch.Tensor) -> None:
+        flat = x.detach().reshape(-1, x.shape[-1]).float()
+        self.sums[k].addmm_(flat.T, flat)
+        self.counts[k] += flat.shape[0]
+        self.last[k] = x
+
+    def _hook(self, name: str, _module, args) -> None:
+        x = args[0]
+        if name not in self.owner:
+            k = next((i for i, t in enumerate(self.last) if t is x), None)
+            if k is None:
+                n = x.shape[-1]
+                self.sums.append(torch.zeros(n, n, dtype=torch.float32, device=x.device))
+                self.counts.append(0)
+                self.last.append(None)
+                k = len(self.sums) - 1
+                self._add(k, x)
+            self.owner[name] = k
+        else:
+            k = self.owner[name]
+            if self.last[k] is not x:
+                sharers = [n for n in self.seen if self.owner[n] == k]
+                if sharers:
+                    raise UnsupportedQuantError(
+                        f"GPTQ: {name} and {sharers[0]} shared an input on the first calibration batch but not later"
+                    )
+                self._add(k, x)
+        self.seen.add(name)
+        if len(self.seen) == len(self.modules):
+            raise _RoundDone
+
+    def run(self, forward) -> None:
+        """One batch: call forward() until every layer has seen its input."""
+        self.seen.clear()
+        try:
+            forward()
+        except _RoundDone:
+            return
+        missing = sorted(set(self.modules) - self.seen)
+        raise UnsupportedQuantError(f"GPTQ: layers {missing} received no input in the calibration forward")
+
+    def groups(self) -> list[tuple[list[str], torch.Tensor]]:
+        """(layer names sharing an input, their Hessian 2/n X^T X), in the modules' order; removes the hooks."""
+        for handle in self.handles:
+            handle.remove()
+        self.last.clear()
+        order = list(dict.fromkeys(self.owner[n] for n in self.modules))
+        return [
+            ([n for n in self.modules if self.owner[n] == k], 2.0 * self.sums[k] / max(self.counts[k], 1))
+            for k in order
+        ]
+
+
+def collect_hessians(block: nn.Module, inputs, modules: dict[str, nn.Linear]) -> list[tuple[list[str], torch.Tensor]]:
+    """Run `block` on every batch of `inputs` just far enough to collect the Hessians of `modules`."""
+    collector = _SharedHessians(modules)
+    try:
+        for hidden, kwargs in inputs:
+            collector.run(functools.partial(block, hidden, **kwargs))
+    except BaseException:
+        for handle in collector.handles:
+            handle.remove()
+        raise
+    return collector.groups()
 
 
 @register
@@ -114,12 +185,16 @@ class GPTQ(WeightQuantizer):
         errors: list[float] = []
         fallback: list[str] = []
 
-        def solve(name: str, module: nn.Linear, hessian: torch.Tensor) -> None:
-            w = module.weight.data
-            q = gptq_quantize(w, hessian, spec.bits, spec.group_size, spec.symmetric, damp, act_order, block_size)
-            errors.append(relative_error(w, q))
-            w.copy_(q)
-            done.add(name)
+        def solve(names: list[str], hessian: torch.Tensor) -> None:
+            weights = [targets[n].weight.data for n in names]
+            stacked = torch.cat(weights) if len(weights) > 1 else weights[0]
+            q = gptq_quantize(
+                stacked, hessian, spec.bits, spec.group_size, spec.symmetric, damp, act_order, block_size, spec.grid
+            )
+            for name, w, qw in zip(names, weights, q.split([w.shape[0] for w in weights])):
+                errors.append(relative_error(w, qw))
+                w.copy_(qw)
+                done.add(name)
 
         prefix, blocks = decoder_layers(model)
         with torch.no_grad(), record_attention_kinds() as kinds:
@@ -128,23 +203,22 @@ class GPTQ(WeightQuantizer):
                 block_prefix = f"{prefix}.{index}."
                 names = [n for n, m in targets.items() if n.startswith(block_prefix) and isinstance(m, nn.Linear)]
                 for round_names in _rounds(names):
-                    collectors = {n: _HessianCollector(targets[n]) for n in round_names}
-                    run_block(block, inputs)
-                    for n, collector in collectors.items():
-                        solve(n, targets[n], collector.hessian())
+                    for group, hessian in collect_hessians(block, inputs, {n: targets[n] for n in round_names}):
+                        solve(group, hessian)
                 inputs = run_block(block, inputs)
             head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
             head_name = next((n for n, m in targets.items() if m is head), None)
             if head_name is not None:
                 norm = getattr(getattr(model, "model", model), "norm", nn.Identity())
-                collector = _HessianCollector(head)
+                collector = _SharedHessians({head_name: head})
                 for hidden, _ in inputs:
-                    head(norm(hidden))
-                solve(head_name, head, collector.hessian())
+                    collector.run(functools.partial(lambda h: head(norm(h)), hidden))
+                for group, hessian in collector.groups():
+                    solve(group, hessian)
             for name, module in targets.items():
                 if name not in done:  # embeddings and linear layers outside the blocks: RTN
                     w = module.weight.data
-                    q = fake_quantize(w, spec.bits, spec.group_size, spec.symmetric)
+                    q = fake_quantize(w, spec.bits, spec.group_size, spec.symmetric, spec.grid)
                     errors.append(relative_error(w, q))
                     w.copy_(q)
                     fallback.append(name)

@@ -34,6 +34,7 @@ class HQQ(WeightQuantizer):
     bits = frozenset({1, 2, 3, 4, 5, 6, 8})  # hqq has no 7-bit packing
     options = {"axis": "axis along which groups are formed: 1 (input dim, default) or 0"}
     packages = ("hqq",)
+    grids = ("full",)  # always asymmetric: no symmetric grid convention to choose
 
     def check(self, spec: QuantSpec, device: str) -> None:
         if IMPORT_ERROR is not None:

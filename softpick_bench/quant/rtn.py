@@ -16,41 +16,57 @@ from softpick_bench.quant.base import (
     relative_error,
     skipped_names,
 )
-from softpick_bench.quant.spec import QuantReport, QuantSpec
+from softpick_bench.quant.spec import GRIDS, QuantReport, QuantSpec
 
 SCALE_BITS = 16  # scales and zero points are counted as 16-bit values
 
 
-def grid(bits: int, symmetric: bool) -> tuple[int, int]:
-    """Integer range (qmin, qmax) of the grid."""
-    if symmetric:
+
+
+def int_range(bits: int, symmetric: bool, grid: str = "full") -> tuple[int, int]:
+    """Integer range (qmin, qmax) of the stored codes."""
+    if symmetric and grid == "restricted":
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return 0, 2**bits - 1
 
 
-def scale_zero(x: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_zero(
+    x: torch.Tensor, bits: int, symmetric: bool, grid: str = "full"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and integer zero point of the grid over the last dimension of x (kept as size 1).
 
-    Symmetric: scale = max|x| / qmax, zero 0 (the grid -2^(b-1)..2^(b-1)-1 keeps one extra
-    negative level unused, as is usual). Asymmetric: scale = (max - min) / (2^b - 1) with an
-    integer zero point.
+    Symmetric, full range (the field's convention: GPTQ's reference code, AutoGPTQ/GPTQModel,
+    torchao): all 2^b codes, scale = 2 max|x| / (2^b - 1), zero point 2^(b-1), so the levels
+    are k * scale for k in -2^(b-1)..2^(b-1)-1 (2 bits: {-4/3, -2/3, 0, 2/3} max|x|). Unlike
+    the reference we use max|x| also for a slice with no negative value (the reference then
+    keeps xmin = 0 and halves the scale, clipping the top of such a slice).
+    Symmetric, restricted: scale = max|x| / (2^(b-1) - 1), zero 0, only 2^b - 1 codes used
+    (2 bits: the ternary {-1, 0, 1} max|x|).
+    Asymmetric: scale = (max - min) / (2^b - 1) with an integer zero point.
     """
-    _, qmax = grid(bits, symmetric)
+    if grid not in GRIDS:
+        raise UnsupportedQuantError(f"unknown grid {grid!r}; valid: {list(GRIDS)}")
     if symmetric:
-        scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / qmax
-        return scale, torch.zeros_like(scale)
+        amax = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+        if grid == "restricted":
+            return amax / (2 ** (bits - 1) - 1), torch.zeros_like(amax)
+        return 2 * amax / (2**bits - 1), torch.full_like(amax, 2 ** (bits - 1))
     lo = x.amin(dim=-1, keepdim=True)
     hi = x.amax(dim=-1, keepdim=True)
-    scale = (hi - lo).clamp_min(1e-12) / qmax
+    scale = (hi - lo).clamp_min(1e-12) / (2**bits - 1)
     return scale, torch.round(-lo / scale)
 
 
-def quant_dequant(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    qmin, qmax = grid(bits, symmetric)
+def quant_dequant(
+    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool, grid: str = "full"
+) -> torch.Tensor:
+    qmin, qmax = int_range(bits, symmetric, grid)
     return (torch.clamp(torch.round(x / scale) + zero, qmin, qmax) - zero) * scale
 
 
-def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:
+def fake_quantize(
+    w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, grid: str = "full"
+) -> torch.Tensor:
     """Quantize-dequantize a 2-D weight along its input dimension (rows = output channels).
 
     Computation in float32, result in w's dtype.
@@ -60,13 +76,15 @@ def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None, symmetric:
     if in_features % g:
         raise UnsupportedQuantError(f"group size {g} does not divide the input dimension {in_features}")
     x = w.float().reshape(out_features, in_features // g, g)
-    scale, zero = scale_zero(x, bits, symmetric)
-    deq = quant_dequant(x, scale, zero, bits, symmetric)
+    scale, zero = scale_zero(x, bits, symmetric, grid)
+    deq = quant_dequant(x, scale, zero, bits, symmetric, grid)
     return deq.reshape(out_features, in_features).to(w.dtype)
 
 
 def effective_bits(bits: int, in_features: int, group_size: int | None, symmetric: bool) -> float:
-    """Bits per weight including one scale (and zero point if asymmetric) per group."""
+    """Bits per weight including one scale (and zero point if asymmetric) per group.
+
+    The full-range symmetric grid's zero point is the constant 2^(b-1): nothing stored."""
     g = in_features if group_size is None else group_size
     return bits + SCALE_BITS * (1 if symmetric else 2) / g
 
@@ -83,7 +101,7 @@ class RTN(WeightQuantizer):
         with torch.no_grad():
             for _, module in iter_targets(model, spec):
                 w = module.weight
-                q = fake_quantize(w.data, spec.bits, spec.group_size, spec.symmetric)
+                q = fake_quantize(w.data, spec.bits, spec.group_size, spec.symmetric, spec.grid)
                 errors.append(relative_error(w.data, q))
                 w.data.copy_(q)
                 n = w.numel()

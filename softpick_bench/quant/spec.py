@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DEFAULT_SKIP = ("embed_tokens", "lm_head")
+GRIDS = ("full", "restricted")  # symmetric integer grid conventions, see quant/rtn.scale_zero
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class QuantSpec:
     bits: weight bit width (None with method "none").
     group_size: weights per scale along the input dimension; None = one scale per output channel.
     symmetric: symmetric (zero-point free) or asymmetric (with zero point) integer grid.
+    grid: symmetric grid convention: "full" (all 2^b levels, scale 2 max|w| / (2^b - 1), the
+        field's convention) or "restricted" (2^b - 1 levels, scale max|w| / (2^(b-1) - 1));
+        only "full" goes with an asymmetric grid or no weight quantization.
     skip: module-name parts left unquantized (matched against each dotted name component).
     options: method-specific settings, as sorted (key, value) pairs.
     act_bits / act_granularity: fake quantization of every quantized linear layer's input
@@ -33,6 +37,7 @@ class QuantSpec:
     bits: int | None = None
     group_size: int | None = None
     symmetric: bool = True
+    grid: str = "full"
     skip: tuple[str, ...] = DEFAULT_SKIP
     options: tuple[tuple[str, Any], ...] = ()
     act_bits: int | None = None
@@ -46,6 +51,11 @@ class QuantSpec:
         object.__setattr__(self, "skip", tuple(self.skip))
         opts = self.options.items() if isinstance(self.options, dict) else self.options
         object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown grid {self.grid!r}; valid: {list(GRIDS)}")
+        if self.grid != "full" and (self.method == "none" or not self.symmetric):
+            raise ValueError(f"grid {self.grid!r} needs a symmetric weight quantizer (method {self.method!r}, "
+                             f"symmetric {self.symmetric})")
 
     @property
     def is_baseline(self) -> bool:
@@ -86,6 +96,8 @@ class QuantSpec:
                 parts.append(f"g{self.group_size}")
             if not self.symmetric:
                 parts.append("asym")
+            if self.grid != "full":
+                parts.append(self.grid)
             parts += [f"{k}={v}" for k, v in self.options]
             if tuple(self.skip) != DEFAULT_SKIP:
                 parts.append("skip=" + ",".join(self.skip) if self.skip else "skip=none")
