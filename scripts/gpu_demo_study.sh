@@ -56,6 +56,7 @@ driver() {  # runs detached: training, then the sweep shards, then the report
   echo waiting-for-wheels > $STUDY/phase
   while [ ! -f $SITE/.ready ]; do sleep 5; done
   export PYTHONPATH=$ROOT:$SITE
+  [ -f $STUDY/sweep.env ] && . $STUDY/sweep.env  # settings a later call wrote (e.g. SOFTPICK_GPTQ_TRITON=0)
   echo sweeping > $STUDY/phase
   for i in 0 1 2 3; do
     python3 -m softpick_bench.cli sweep configs/demo-study.yaml --out $STUDY/sweep --shard $i/4 \

@@ -40,7 +40,7 @@ from softpick_bench.quant.base import (
 )
 from softpick_bench.quant.blockwise import capture_block_inputs, decoder_layers, record_attention_kinds, run_block
 from softpick_bench.quant.calibration import DEFAULT_SOURCE, load_calibration
-from softpick_bench.quant.gptq_solver import gptq_quantize
+from softpick_bench.quant.gptq_solver import gptq_quantize, triton_solver_enabled
 from softpick_bench.quant.rtn import effective_bits, fake_quantize
 from softpick_bench.quant.spec import QuantReport, QuantSpec
 
@@ -247,5 +247,6 @@ class GPTQ(WeightQuantizer):
                 "act_order": act_order,
                 "static_groups": act_order or spec.group_size is None,
                 "rtn_fallback_layers": fallback,
+                "solver": "triton" if ctx.device.startswith("cuda") and triton_solver_enabled() else "torch",
             },
         )

@@ -25,6 +25,8 @@ the same result to float rounding (tests/test_quant_gptq.py).
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from softpick_bench.errors import UnsupportedQuantError
@@ -143,6 +145,12 @@ def _solve_segment_torch(w, u, b0, b1, i0, i1, scale, zero, err, bits, symmetric
             w[:, col + 1 : b1].addr_(e, u[col, col + 1 : b1], alpha=-1.0)
 
 
+def triton_solver_enabled() -> bool:
+    """The Triton block solver runs on CUDA unless SOFTPICK_GPTQ_TRITON=0 (a GPU where it fails
+    its check); the solver used is recorded in each GPTQ cell's report."""
+    return os.environ.get("SOFTPICK_GPTQ_TRITON", "1") != "0"
+
+
 def gptq_quantize(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -164,7 +172,7 @@ def gptq_quantize(
     w, u, perm, static, g = _prepare(weight, hessian, bits, group_size, symmetric, grid, damp, act_order)
     out_features, in_features = w.shape
     if use_triton is None:
-        use_triton = w.is_cuda
+        use_triton = w.is_cuda and triton_solver_enabled()
     if use_triton:
         from softpick_bench.kernels.gptq_block import solve_segment as solve
     else:
