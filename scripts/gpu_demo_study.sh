@@ -79,6 +79,10 @@ case "${1:-}" in
   driver)
     driver || echo failed > $STUDY/phase
     ;;
+  wait)
+    wait_for done
+    progress
+    ;;
   wheels)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE .whl-gpu/*.whl \
       && touch $SITE/.ready
@@ -95,5 +99,5 @@ case "${1:-}" in
     [ -n "$TINY" ] && tar cf "$OUT/tiny-pair.tar" -C "$STUDY/tiny/$TINY" softmax softpick
     ls -la "$OUT"; cat "$STUDY/tiny/grid.md"; tail -n 30 "$LOGS/report.log"
     ;;
-  *) echo "usage: $0 start|wheels|collect"; exit 2 ;;
+  *) echo "usage: $0 start|wheels|wait|collect"; exit 2 ;;
 esac
