@@ -14,7 +14,7 @@
 #      at most 8 MB each) into $OUT.
 # Every call returns within WAIT seconds (default 540) and prints the driver's progress.
 set -uo pipefail
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONPATH=$(pwd)
 ROOT=$(pwd)
 STUDY=runs/demo-study
 LOGS=$STUDY/logs
