@@ -29,7 +29,7 @@ def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     curves = summary[summary["axis_bits"].notna() & (summary.task != "analysis")]
     for (pair, task, metric), part in curves.groupby(["pair", "task", "metric"], sort=True):
         families = list(dict.fromkeys(part["family"]))
-        fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families) + 0.8, 3.8), squeeze=False,
+        fig, axes = plt.subplots(1, len(families), figsize=(max(6.0, 4.2 * len(families) + 0.8), 4.0), squeeze=False,
                                  sharey=True)
         base = part.iloc[0]
         interval = part["interval"].dropna()
@@ -53,7 +53,7 @@ def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         axes[0][0].set_ylabel(f"Δ {metric} vs own baseline (%, + = worse)")
         axes[0][0].legend(fontsize=8)
         band = f"bands: 95% {interval.iloc[0]}" if len(interval) else "no intervals (no per-item results)"
-        fig.suptitle(f"{pair} · {task} · {metric}: relative degradation ({band})", fontsize=10)
+        fig.suptitle(f"{pair} · {task} · {metric}: relative degradation vs bits\n({band})", fontsize=10)
         fig.tight_layout()
         path = out_dir / _safe(f"{pair}-{task}-{metric}-degradation.png")
         fig.savefig(path, dpi=100)
@@ -79,7 +79,8 @@ def plot_heatmap(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_yticks(range(grid.shape[0]), list(grid.index))
             for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7)
+                    ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8,
+                            color="white" if abs(v) > 0.6 * lim else "black")
             ax.set_xlabel("bits")
             ax.set_title(f"{task} · {metric}", fontsize=9)
             fig.colorbar(im, ax=ax, shrink=0.8, label="Δ softpick − Δ softmax (%)")
