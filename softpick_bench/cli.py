@@ -35,7 +35,7 @@ class _HeldWarnings(logging.Filter):
         logger = logging.getLogger(BNB_LOGGER)
         logger.removeFilter(self)
         for record in self.held:
-            logger.handle(record)
+            logger.callHandlers(record)  # past the logger's filters (this one may be attached twice)
         self.held.clear()
 
 
