@@ -217,12 +217,12 @@ def proof_section(df: pd.DataFrame) -> list[Block]:
 def cells_sections(skipped: list[dict], errors: list[dict]) -> list[Block]:
     blocks = []
     if skipped:
-        blocks += [Heading(2, "Skipped cells"), Bullets([f"{s['cell']}: {s['reason']}" for s in skipped])]
+        blocks += [Heading(3, "Skipped cells"), Bullets([f"{s['cell']}: {s['reason']}" for s in skipped])]
     if errors:
-        blocks += [Heading(2, "Failed cells (retried on the next run)"),
+        blocks += [Heading(3, "Failed cells (retried on the next run)"),
                    Bullets([f"{e['pair']}/{e['kind']} {e['quant_label']} {e['task']['name']}: {e['error']}"
                             for e in errors])]
-    return blocks
+    return ([Heading(2, "Cells not in the tables")] + blocks) if blocks else []
 
 
 __all__ = ["DEFINITIONS", "analysis_sections", "cells_sections", "proof_section", "task_sections", "verdict"]
