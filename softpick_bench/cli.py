@@ -12,9 +12,41 @@ from pathlib import Path
 from softpick_bench.errors import SoftpickBenchError
 
 
-def _print_plan(cells, store) -> list[dict]:
-    skipped = []
-    print(f"plan: {len(cells)} cells")
+PLAN_LISTING_MAX = 24  # plans up to this size are listed cell by cell
+BNB_LOGGER = "bitsandbytes.backends.cpu.ops"  # warns at import (CPU gemm kernel from the hub) on some CPUs
+
+
+class _HeldWarnings(logging.Filter):
+    """Holds back bitsandbytes' import-time warning; it is replayed only if a bnb cell will run.
+
+    bitsandbytes is imported when the config is validated (the backends are listed), long before
+    anyone knows whether bnb runs, so the warning cannot be avoided, only deferred.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.held.append(record)
+        return False
+
+    def replay(self) -> None:
+        logger = logging.getLogger(BNB_LOGGER)
+        logger.removeFilter(self)
+        for record in self.held:
+            logger.callHandlers(record)  # past the logger's filters (this one may be attached twice)
+        self.held.clear()
+
+
+HELD = _HeldWarnings()
+
+
+def _print_plan(cells, is_done) -> list[dict]:
+    """Print the plan: every cell when it is small, else counts and a short list of what will run."""
+    from collections import Counter
+
+    skipped, states = [], []
     for cell in cells:
         if cell.error:
             state = f"ERROR: {cell.error}"
@@ -22,48 +54,92 @@ def _print_plan(cells, store) -> list[dict]:
             state = f"SKIPPED: {cell.skip_reason}"
             skipped.append({"cell": cell.describe(), "key": cell.key, "reason": cell.skip_reason})
         else:
-            state = "done" if store.is_done(cell.key) else "to run"
-        print(f"  {cell.key[:10]}  {cell.describe():<60} {state}")
+            state = "done" if is_done(cell.key) else "to run"
+        states.append(state)
+    counts = Counter("skipped" if s.startswith("SKIPPED") else s for s in states)
+    print(f"plan: {len(cells)} cells ({counts['to run']} to run, {counts['done']} done before, "
+          f"{counts['skipped']} skipped)")
+    if len(cells) <= PLAN_LISTING_MAX:
+        for cell, state in zip(cells, states):
+            print(f"  {cell.key[:10]}  {cell.describe():<60} {state}")
+        return skipped
+    axes = {"pairs": {c.pair for c in cells}, "quant specs": {c.quant.label() for c in cells},
+            "tasks": {c.task.name for c in cells}}
+    print("  " + "; ".join(f"{k}: {len(v)}" for k, v in axes.items()) + f" ({', '.join(sorted(axes['tasks']))})")
+    todo = [c for c, s in zip(cells, states) if s == "to run"]
+    for cell in todo[:8]:
+        print(f"  to run  {cell.describe()}")
+    if len(todo) > 8:
+        print(f"  ... and {len(todo) - 8} more to run")
+    for s in skipped:
+        print(f"  skipped {s['cell']}: {s['reason']}")
     return skipped
+
+
+class _Progress:
+    """The runner's per-cell lines above a progress bar with an ETA (tqdm, on stderr)."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="cell", desc="sweep", dynamic_ncols=True, disable=total == 0)
+
+    def __call__(self, line: str) -> None:
+        self.bar.write(line)
+        if line.startswith("["):  # "[i/total] cell: ..." marks a finished (or failed) cell
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def cmd_sweep(args) -> int:
     from softpick_bench.config import load_config
-    from softpick_bench.report import write_report
     from softpick_bench.sweep.plan import build_plan, plan_manifest
-    from softpick_bench.sweep.runner import run_plan
     from softpick_bench.sweep.shard import parse_shard, shard_cells
-    from softpick_bench.sweep.store import ResultStore
 
     start = time.perf_counter()
     shard = parse_shard(args.shard) if args.shard else None
     config = load_config(args.config, allow_large_plan=args.allow_large_plan)
     out = Path(args.out or Path("runs") / config.name)
-    store = ResultStore(out)
     cells = build_plan(config)
-    _print_plan(cells, store)
-    store.write_meta("plan.json", plan_manifest(config, cells))
-    if args.plan_only:
+    if args.plan_only:  # validate and print; nothing is written
+        from softpick_bench.sweep.store import ResultStore
+
+        is_done = ResultStore(out).is_done if (out / "cells").is_dir() else (lambda key: False)
+        _print_plan(cells, is_done)
         return 0
+    from softpick_bench.report import write_report
+    from softpick_bench.sweep.runner import run_plan
+    from softpick_bench.sweep.store import ResultStore
+
+    store = ResultStore(out)
+    _print_plan(cells, store.is_done)
+    store.write_meta("plan.json", plan_manifest(config, cells))
     if shard:
         cells = shard_cells(cells, *shard)
-    counts = run_plan(config, cells, store)
+    if any(c.quant.method == "bnb" and not c.skip_reason and not store.is_done(c.key) for c in cells):
+        HELD.replay()
+    progress = _Progress(sum(1 for c in cells if not c.skip_reason and not store.is_done(c.key)))
+    try:
+        counts = run_plan(config, cells, store, echo=progress)
+    finally:
+        progress.close()
     print(
         f"\n{counts['ran']} cells ran, {counts['done_before']} already done (not recomputed), "
         f"{counts['skipped']} skipped, {counts['failed']} failed in {time.perf_counter() - start:.1f}s"
     )
-    if args.shard:  # other shards may still be writing: the report comes once all are done
+    if shard:  # other shards may still be writing: the report comes once all are done
         print(f"shard {args.shard} done; when every shard is: softpick-bench report {out}")
         return 1 if counts["failed"] else 0
-    print(write_report(out))
-    print(f"results: {out / 'results.csv'}, {out / 'report.md'}")
+    print(write_report(out).summary())
     return 1 if counts["failed"] else 0
 
 
 def cmd_report(args) -> int:
     from softpick_bench.report import write_report
 
-    print(write_report(args.out, plots=not args.no_plots))
+    print(write_report(args.out, plots=not args.no_plots).summary())
     return 0
 
 
@@ -85,23 +161,34 @@ def cmd_regress(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from softpick_bench.config import ACT_BITS, ACT_GRANULARITIES, KV_GRANULARITIES, PROBS_BITS, SUITE_BITS
     from softpick_bench.eval.tasks import get_task, task_names
     from softpick_bench.quant.base import get_backend, methods
 
-    print("quantization methods:")
+    print("quantization methods (quant: entries; every method takes group_size: null | N, and skip: [...]):")
     for name in methods():
         if name == "none":
-            print("  none      the unquantized baseline")
+            print("  none      the unquantized baseline (always in the plan); combine with the modifiers below")
             continue
         b = get_backend(name)
-        grids = f"; symmetric grid {'|'.join(b.grids)}" if len(b.grids) > 1 else ""
-        print(
-            f"  {name:<9} bits {sorted(b.bits)}{grids}; options {sorted(b.options) or '-'}; devices {sorted(b.devices)}"
-        )
-    print("tasks:")
+        sym = "symmetric: true | false" if b.supports_asymmetric else "symmetric: false only"
+        grids = f"; symmetric grid {' | '.join(b.grids)}" if len(b.grids) > 1 else ""
+        extra = "; needs calibration text" if b.needs_calibration else ""
+        print(f"  {name:<9} bits {sorted(b.bits)}; {sym}{grids}; devices {sorted(b.devices)}{extra}")
+        for opt, text in sorted(b.options.items()):
+            print(f"            option {opt}: {text}")
+    print("modifiers (combine with any method, none included):")
+    print(f"  act_bits  {list(ACT_BITS)}: fake-quantize every quantized linear layer's input; "
+          f"act_granularity {' | '.join(ACT_GRANULARITIES)}")
+    print(f"  kv_bits   {list(SUITE_BITS)}: keys and values quantized inside attention; "
+          f"kv_granularity {' | '.join(KV_GRANULARITIES)}")
+    print(f"  probs_bits {list(PROBS_BITS)}: attention weights quantized before they multiply V")
+    print("tasks (tasks: entries):")
     for name in task_names():
         t = get_task(name)
-        print(f"  {name:<16} {t.description}; options {sorted(t.options)}")
+        print(f"  {name:<16} {t.description}")
+        for opt, o in sorted(t.options.items()):
+            print(f"                   option {opt} (default {o.default!r}): {o.help}")
     return 0
 
 
@@ -140,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger(BNB_LOGGER).addFilter(HELD)
     try:
         return args.func(args)
     except SoftpickBenchError as exc:

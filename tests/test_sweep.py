@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from softpick_bench.cli import main
-from softpick_bench.report.tables import degradation
+from softpick_bench.report.compare import per_replicate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def test_sweep_then_rerun_recomputes_nothing(tmp_path, capsys):
     assert main(["sweep", str(cfg), "--out", str(out)]) == 0
     first = capsys.readouterr().out
     assert "6 cells ran, 0 already done" in first
-    assert "| rtn-w2-g32 |" in first
+    assert "| rtn-w2-g32 |" in (out / "report.md").read_text() and "report.md" in first  # the sweep prints the headline and paths
     assert main(["sweep", str(cfg), "--out", str(out)]) == 0
     assert "0 cells ran, 6 already done (not recomputed)" in capsys.readouterr().out
     df = pd.read_csv(out / "results.csv")
@@ -60,11 +61,13 @@ def test_degradation_is_against_each_kinds_own_baseline():
     rows = []
     for kind, base, quant in (("softmax", 10.0, 14.0), ("softpick", 12.0, 13.0)):
         for label, value in (("none", base), ("rtn-w2", quant)):
-            rows.append({"pair": "p", "task": "t", "metric": "ppl", "quant": label, "kind": kind, "value": value})
-    deg = degradation(pd.DataFrame(rows)).set_index("quant")
-    assert deg.loc["rtn-w2", "d_softmax"] == 4.0
-    assert deg.loc["rtn-w2", "d_softpick"] == 1.0
-    assert deg.loc["rtn-w2", "d_softpick_minus_d_softmax"] == -3.0
+            rows.append({"pair": "p", "task": "t", "metric": "ppl", "quant": label, "kind": kind, "value": value,
+                         "replicate": 0, "direction": "lower", "family": "rtn", "axis_bits": 2, "key": label + kind,
+                         "has_items": False})
+    deg = per_replicate(pd.DataFrame(rows), store=None).set_index("quant")
+    assert deg.loc["rtn-w2", "rel_softmax"] == pytest.approx(0.4)  # (14 - 10) / 10
+    assert deg.loc["rtn-w2", "rel_softpick"] == pytest.approx(1 / 12)
+    assert deg.loc["rtn-w2", "diff"] == pytest.approx(1 / 12 - 0.4)
 
 
 def test_bad_config_exits_with_message(tmp_path, capsys):

@@ -1,4 +1,6 @@
-"""Degradation plots: each metric against weight bits, one line per method and attention kind."""
+"""Degradation plots: per task metric, each model's relative degradation against bits (one panel
+per quant family, both kinds on the same axes, with intervals), and a heatmap per pair of the
+softpick − softmax difference over family × bits."""
 
 from __future__ import annotations
 
@@ -8,32 +10,84 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on our machines
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-STYLE = {"softmax": "--", "softpick": "-"}
+from softpick_bench.report import fmt  # noqa: E402
+
+COLORS = {"softmax": "#d62728", "softpick": "#1f77b4"}
+MARKERS = {"softmax": "s", "softpick": "o"}
 
 
-def plot_degradation(df: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """One PNG per (pair, task, metric) over the weight-only cells that have a bit width."""
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One PNG per (pair, task, metric) of the across-replicates summary (compare.across_replicates)."""
     paths = []
-    weight_only = df[df["bits"].notna() & ~df["quant"].str.contains(r"\+", regex=True)]
-    for (pair, task, metric), part in weight_only.groupby(["pair", "task", "metric"]):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for (method, kind), line in part.groupby(["method", "kind"]):
-            line = line.groupby("bits")["value"].mean().sort_index()
-            ax.plot(line.index, line.values, STYLE.get(kind, ":"), marker="o", label=f"{method} · {kind}")
-        base = df[(df.pair == pair) & (df.task == task) & (df.metric == metric) & (df.quant == "none")]
-        for _, row in base.iterrows():
-            ax.axhline(row["value"], linestyle=STYLE.get(row["kind"], ":"), color="grey", linewidth=0.8)
-        if metric.startswith("ppl") or "perplexity" in metric:
-            ax.set_yscale("log")
-        ax.set_xlabel("weight bits")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{pair} · {task} (grey: unquantized)")
-        ax.legend(fontsize=7)
+    curves = summary[summary["axis_bits"].notna() & (summary.task != "analysis")]
+    for (pair, task, metric), part in curves.groupby(["pair", "task", "metric"], sort=True):
+        families = list(dict.fromkeys(part["family"]))
+        fig, axes = plt.subplots(1, len(families), figsize=(max(6.0, 4.2 * len(families) + 0.8), 4.0), squeeze=False,
+                                 sharey=True)
+        base = part.iloc[0]
+        interval = part["interval"].dropna()
+        for ax, family in zip(axes[0], families):
+            line = part[part.family == family].sort_values("axis_bits")
+            x = line["axis_bits"].astype(float).to_numpy()
+            for i, kind in enumerate(("softmax", "softpick")):
+                y = 100 * line[f"rel_{kind}"].to_numpy(dtype=float)
+                low = 100 * line[f"rel_{kind}_low"].to_numpy(dtype=float)
+                high = 100 * line[f"rel_{kind}_high"].to_numpy(dtype=float)
+                label = f"{kind} (baseline {fmt.fixed(base[f'base_{kind}'], fmt.decimals_for([base[f'base_{kind}']]))})"
+                xs = x + (i - 0.5) * 0.08  # a small offset so that the bars do not hide each other
+                ax.plot(xs, y, marker=MARKERS[kind], color=COLORS[kind], label=label)
+                if np.isfinite(low).any():
+                    ax.fill_between(xs, low, high, color=COLORS[kind], alpha=0.18, linewidth=0)
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.set_xticks(sorted(set(x)))
+            ax.set_title(family, fontsize=10)
+            ax.set_xlabel("bits")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(f"Δ {metric} vs own baseline (%, + = worse)")
+        axes[0][0].legend(fontsize=8)
+        band = f"bands: 95% {interval.iloc[0]}" if len(interval) else "no intervals (no per-item results)"
+        fig.suptitle(f"{pair} · {task} · {metric}: relative degradation vs bits\n({band})", fontsize=10)
         fig.tight_layout()
-        path = out_dir / f"{pair}-{task}-{metric}.png".replace("/", "_")
-        fig.savefig(path, dpi=110)
+        path = out_dir / _safe(f"{pair}-{task}-{metric}-degradation.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_heatmap(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Per pair: one heatmap per task metric of (Δ softpick − Δ softmax) in % over family × bits."""
+    paths = []
+    data = summary[summary["axis_bits"].notna() & (summary.task != "analysis")]
+    for pair, part in data.groupby("pair", sort=True):
+        metrics = list(part[["task", "metric"]].drop_duplicates().itertuples(index=False, name=None))
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics) + 1, 0.5 * part.family.nunique() + 2.4),
+                                 squeeze=False)
+        for ax, (task, metric) in zip(axes[0], metrics):
+            m = part[(part.task == task) & (part.metric == metric)]
+            grid = m.pivot_table(index="family", columns="axis_bits", values="diff", aggfunc="first") * 100
+            lim = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
+            im = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+            ax.set_xticks(range(grid.shape[1]), [str(int(b)) for b in grid.columns])
+            ax.set_yticks(range(grid.shape[0]), list(grid.index))
+            for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8,
+                            color="white" if abs(v) > 0.6 * lim else "black")
+            ax.set_xlabel("bits")
+            ax.set_title(f"{task} · {metric}", fontsize=9)
+            fig.colorbar(im, ax=ax, shrink=0.8, label="Δ softpick − Δ softmax (%)")
+        fig.suptitle(f"{pair}: softpick − softmax relative degradation (blue: softpick degrades less)", fontsize=10)
+        fig.tight_layout()
+        path = out_dir / _safe(f"{pair}-heatmap.png")
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
     return paths

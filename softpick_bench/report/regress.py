@@ -1,6 +1,6 @@
 """Regression check: a sweep's tidy results against a committed baseline CSV.
 
-Cells are matched on (pair, kind, quant, task, metric). A value whose relative change
+Cells are matched on (pair, kind, replicate, quant, task, metric). A value whose relative change
 exceeds the tolerance, or a baseline cell missing from the run, is a regression; cells
 new in the run are listed but pass. Used by CI on the default sweep.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-KEY = ["pair", "kind", "quant", "task", "metric"]
+KEY = ["pair", "kind", "replicate", "quant", "task", "metric"]
 
 
 @dataclass
@@ -23,7 +23,15 @@ class Finding:
     verdict: str  # "changed", "missing", "new"
 
 
+def _with_replicate(df: pd.DataFrame) -> pd.DataFrame:
+    """Baselines written before replicates existed hold replicate 0 only."""
+    if "replicate" in df.columns:
+        return df.assign(replicate=df["replicate"].fillna(0).astype(int))
+    return df.assign(replicate=0)
+
+
 def compare(current: pd.DataFrame, baseline: pd.DataFrame, rtol: float) -> list[Finding]:
+    current, baseline = _with_replicate(current), _with_replicate(baseline)
     merged = baseline[KEY + ["value"]].merge(
         current[KEY + ["value"]], on=KEY, how="outer", suffixes=("_base", "_now"), indicator=True
     )

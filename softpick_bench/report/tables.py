@@ -1,20 +1,24 @@
-"""Tidy results and degradation tables.
+"""The tidy table: one row per pair × attention kind × replicate × quant spec × task × metric.
 
-Tidy CSV: one row per pair × attention kind × quant spec × task × metric. Markdown:
-per pair and metric, rows = quant spec, columns = softmax, softpick, each one's change
-from its OWN unquantized value, and the softpick-minus-softmax difference in that
-change (negative = softpick degrades less for lower-is-better metrics).
+Written as results.csv; every other part of the report is computed from it (and, for
+significance, from the per-item files). Integer columns stay integers (pandas Int64) and
+every metric has its direction. Records from older sweeps (no replicate, no items, no
+checkpoint_given) are read with defaults.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import fields
 
 import pandas as pd
 
 from softpick_bench.quant.spec import QuantSpec
+from softpick_bench.report.directions import direction, higher_is_better
 
 KINDS = ("softmax", "softpick")
+INT_COLUMNS = ("bits", "group_size", "act_bits", "kv_bits", "probs_bits", "layers_quantized", "layers_total",
+               "seed", "replicate", "n_items", "n_items_total", "limit", "tokens", "tokens_total")
+_SPEC_FIELDS = {f.name for f in fields(QuantSpec)}
 
 
 def _kv_error(details: dict) -> float | None:
@@ -24,27 +28,79 @@ def _kv_error(details: dict) -> float | None:
     return max(kv.get("rel_error_keys") or 0.0, kv.get("rel_error_values") or 0.0)
 
 
+def coverage(task: str, details: dict) -> dict:
+    """What a value covers: items (windows, documents or samples) and tokens, from the metric's details."""
+    if "windows" in details:  # wikitext2, GPTQ convention
+        seq = details.get("seq_len")
+        total = details.get("dataset_tokens")
+        return {"item_unit": "windows", "n_items": details["windows"],
+                "n_items_total": total // seq if total and seq else None, "limit": None,
+                "tokens": details.get("predicted_tokens"), "tokens_total": total}
+    if "documents" in details:  # lm-eval tasks
+        return {"item_unit": "documents", "n_items": details["documents"],
+                "n_items_total": details.get("documents_total"), "limit": details.get("limit"),
+                "tokens": None, "tokens_total": None}
+    if "n_samples" in details:  # analysis
+        seq = details.get("seq_len")
+        return {"item_unit": "samples", "n_items": details["n_samples"], "n_items_total": None, "limit": None,
+                "tokens": details["n_samples"] * seq if seq else None, "tokens_total": None}
+    return {"item_unit": None, "n_items": None, "n_items_total": None, "limit": None, "tokens": None,
+            "tokens_total": None}
+
+
+def quant_axis(q: dict) -> tuple[str, int | None]:
+    """(family, bits): the quant spec without its bit width, and the bit width it varies.
+
+    Weight methods vary their weight bits ('rtn-g32' at 2..8; 'rtn+a8tok' is W{bits}A8). A
+    modifier alone varies its own bits ('kv-per_token' at 2, 3, 4). Anything else is one point.
+    """
+    spec = QuantSpec.from_dict({k: (tuple(v) if k == "skip" else v) for k, v in q.items() if k in _SPEC_FIELDS})
+    label = spec.label()
+    if spec.method != "none":
+        return label.replace(f"-w{spec.bits}", "", 1), spec.bits
+    mods = [(n, b, g) for n, b, g in (("act", spec.act_bits, spec.act_granularity),
+                                     ("kv", spec.kv_bits, spec.kv_granularity), ("probs", spec.probs_bits, None)) if b]
+    if len(mods) == 1:
+        name, bits, gran = mods[0]
+        return (f"{name}-{gran}" if gran else name), bits
+    return label, None
+
+
 def tidy(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
         report = r.get("quant_report") or {}
         details = report.get("details") or {}
+        q = r["quant"]
+        spec = QuantSpec.from_dict({k: (tuple(v) if k == "skip" else v) for k, v in q.items() if k in _SPEC_FIELDS})
+        family, axis_bits = quant_axis(q)
+        timing = r.get("timing") or {}
         for m in r.get("metrics", []):
+            hib = higher_is_better(m["metric"], m.get("higher_is_better"))
             rows.append(
                 {
                     "pair": r["pair"],
                     "kind": r["kind"],
+                    "replicate": r.get("replicate", 0),
                     "quant": r["quant_label"],
-                    "method": r["quant"]["method"],
-                    "bits": r["quant"]["bits"],
-                    "group_size": r["quant"]["group_size"],
-                    "symmetric": r["quant"]["symmetric"],
-                    "skip": ",".join(r["quant"]["skip"]),
+                    "method": q["method"],
+                    "family": family,
+                    "axis_bits": axis_bits,
+                    "bits": q.get("bits"),
+                    "group_size": q.get("group_size"),
+                    "symmetric": q.get("symmetric"),
+                    "grid": q.get("grid"),
+                    "act_bits": q.get("act_bits"),
+                    "kv_bits": q.get("kv_bits"),
+                    "probs_bits": q.get("probs_bits"),
+                    "skip": ",".join(q.get("skip", ())),
                     "task": r["task"]["name"],
                     "metric": m["metric"],
                     "value": m["value"],
                     "stderr": m.get("stderr"),
-                    "higher_is_better": m.get("higher_is_better"),
+                    "higher_is_better": hib,
+                    "direction": direction(m["metric"], m.get("higher_is_better")),
+                    **coverage(r["task"]["name"], m.get("details") or {}),
                     "layers_quantized": report.get("layers_quantized"),
                     "layers_total": report.get("layers_total"),
                     "rel_weight_error": report.get("mean_rel_weight_error"),
@@ -52,111 +108,30 @@ def tidy(records: list[dict]) -> pd.DataFrame:
                     "rel_kv_error": _kv_error(details),
                     "rel_probs_error": details.get("probs", {}).get("rel_error"),
                     "effective_bits": report.get("effective_bits"),
-                    "quantize_s": r["timing"]["quantize_s"],
-                    "evaluate_s": r["timing"]["evaluate_s"],
+                    "quantize_s": timing.get("quantize_s"),
+                    "evaluate_s": timing.get("evaluate_s"),
                     "dtype": r["dtype"],
                     "device": r["device"],
                     "seed": r["seed"],
-                    "checkpoint": r["checkpoint"],
+                    "checkpoint": r.get("checkpoint_given") or r["checkpoint"],
                     "fingerprint": r["fingerprint"],
-                    "quant_json": QuantSpec.from_dict(
-                        {**r["quant"], "skip": tuple(r["quant"]["skip"])}
-                    ).to_json(),
+                    "has_items": bool(r.get("has_items", False)),
+                    "quant_json": spec.to_json(),
                     "key": r["key"],
                 }
             )
     df = pd.DataFrame(rows)
-    if not df.empty:
-        df = df.sort_values(["pair", "task", "metric", "quant", "kind"], kind="stable").reset_index(drop=True)
-    return df
-
-
-def _fmt(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if abs(x) >= 1e4 or (abs(x) < 1e-3 and x != 0):
-        return f"{x:.3g}"
-    return f"{x:.4g}" if abs(x) < 100 else f"{x:.1f}"
-
-
-def _fmt_count(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else str(int(x))
-
-
-def _fmt_delta(x) -> str:
-    s = _fmt(x)
-    return s if s == "–" or s.startswith("-") else "+" + s
-
-
-def degradation(df: pd.DataFrame) -> pd.DataFrame:
-    """Wide table per (pair, task, metric, quant): both kinds, their changes, the difference."""
     if df.empty:
         return df
-    wide = df.pivot_table(index=["pair", "task", "metric", "quant"], columns="kind", values="value", aggfunc="first")
-    wide = wide.reindex(columns=list(KINDS))
-    base = wide.xs("none", level="quant", drop_level=True) if "none" in wide.index.get_level_values("quant") else None
-    out = wide.reset_index()
-    keys = pd.MultiIndex.from_frame(out[["pair", "task", "metric"]])
-    for kind in KINDS:
-        ref = base[kind].reindex(keys).to_numpy() if base is not None else float("nan")
-        out[f"d_{kind}"] = out[kind] - ref
-    out["d_softpick_minus_d_softmax"] = out["d_softpick"] - out["d_softmax"]
-    return out
+    for col in INT_COLUMNS:
+        df[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col]], dtype="Int64")
+    df["axis_bits"] = pd.array([None if pd.isna(v) else int(v) for v in df["axis_bits"]], dtype="Int64")
+    df["higher_is_better"] = pd.array(list(df["higher_is_better"]), dtype="boolean")
+    return df.sort_values(["pair", "task", "metric", "quant", "kind", "replicate"], kind="stable").reset_index(drop=True)
 
 
-def _quant_order(df: pd.DataFrame) -> list[str]:
-    """Baseline first, then by method and bits as they first appear in the tidy table."""
-    seen = list(dict.fromkeys(df.sort_values(["method", "bits"], na_position="first")["quant"]))
+def quant_order(df: pd.DataFrame) -> list[str]:
+    """Baseline first, then by family and bits."""
+    rows = df.drop_duplicates("quant").sort_values(["method", "family", "axis_bits"], na_position="first")
+    seen = list(rows["quant"])
     return (["none"] if "none" in seen else []) + [q for q in seen if q != "none"]
-
-
-def markdown(df: pd.DataFrame, skipped: list[dict] = (), errors: list[dict] = ()) -> str:
-    lines = []
-    if df.empty:
-        lines.append("No finished cells.")
-    else:
-        deg = degradation(df)
-        order = _quant_order(df)
-        for (pair, task, metric), part in deg.groupby(["pair", "task", "metric"], sort=True):
-            hib = df[(df.task == task) & (df.metric == metric)]["higher_is_better"].dropna()
-            better = "" if not len(hib) else (" (higher is better)" if bool(hib.iloc[0]) else " (lower is better)")
-            lines += [
-                f"### {pair} · {task} · {metric}{better}",
-                "",
-                "| quant | softmax | softpick | Δ softmax | Δ softpick | Δ softpick − Δ softmax |",
-                "|---|---:|---:|---:|---:|---:|",
-            ]
-            part = part.set_index("quant").reindex([q for q in order if q in set(part["quant"])])
-            for quant, r in part.iterrows():
-                lines.append(
-                    f"| {quant} | {_fmt(r['softmax'])} | {_fmt(r['softpick'])} | {_fmt_delta(r['d_softmax'])} "
-                    f"| {_fmt_delta(r['d_softpick'])} | {_fmt_delta(r['d_softpick_minus_d_softmax'])} |"
-                )
-            lines.append("")
-        proof = df.drop_duplicates(["pair", "kind", "quant"])
-        proof = proof[proof.quant != "none"]
-        if not proof.empty:
-            lines += [
-                "### Proof of quantization",
-                "",
-                "| pair | kind | quant | layers quantized | rel. weight error | bits/param "
-                "| rel. act / KV / probs error | skipped |",
-                "|---|---|---|---:|---:|---:|---|---|",
-            ]
-            for _, r in proof.iterrows():
-                lines.append(
-                    f"| {r['pair']} | {r['kind']} | {r['quant']} | {_fmt_count(r['layers_quantized'])}/{_fmt_count(r['layers_total'])} "
-                    f"| {_fmt(r['rel_weight_error'])} | {_fmt(r['effective_bits'])} "
-                    f"| {_fmt(r['rel_act_error'])} / {_fmt(r['rel_kv_error'])} / {_fmt(r['rel_probs_error'])} "
-                    f"| {r['skip'] or '–'} |"
-                )
-            lines.append("")
-    if skipped:
-        lines += ["### Skipped cells", ""]
-        lines += [f"- {s['cell']}: {s['reason']}" for s in skipped]
-        lines.append("")
-    if errors:
-        lines += ["### Failed cells (retried on the next run)", ""]
-        lines += [f"- {e['pair']}/{e['kind']} {e['quant_label']} {e['task']['name']}: {e['error']}" for e in errors]
-        lines.append("")
-    return "\n".join(lines)

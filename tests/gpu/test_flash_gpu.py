@@ -13,7 +13,7 @@ import torch
 from softpick_bench.kernels import dispatch, reference
 from softpick_bench.kernels.flash import default_config, flash_attention, set_config_override, set_poison
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 OUT_TOL, GRAD_TOL = 1e-2, 2e-2
 
 
