@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,12 +50,14 @@ def write_report(out: str | Path, plots: bool = True, n_resamples: int | None = 
     if not (out / "cells").is_dir():
         raise NoResultsError(f"{out}: no sweep results here (no cells/ folder; run `softpick-bench sweep` first)")
     store = ResultStore(out)
-    records = store.records()
-    errors = store.records(errors=True)
+    plan = store.read_plan() or {}
+    if plan.get("cells") and "pair" in plan["cells"][0]:  # the plan names its cells: report those only
+        records, errors = store.for_plan(plan), store.for_plan(plan, errors=True)
+        foreign = store.foreign_keys(plan)
+    else:  # an older folder: every record in it
+        records, errors, foreign = store.records(), store.records(errors=True), []
     if not records and not errors:
         raise NoResultsError(f"{out}: no finished cells in {out / 'cells'} (run `softpick-bench sweep` first)")
-    plan_path = out / "plan.json"
-    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
     df = tidy(records)
     paths = {"results.csv": out / "results.csv", "report.md": out / "report.md", "report.html": out / "report.html"}
     df.to_csv(paths["results.csv"], index=False)
@@ -89,6 +90,10 @@ def write_report(out: str | Path, plots: bool = True, n_resamples: int | None = 
         blocks += analysis_sections(df)
         blocks += proof_section(df)
     blocks += cells_sections(plan.get("skipped", []), errors)
+    notes = [f"{len(foreign)} cell record(s) in this folder belong to another plan and are not shown."] if foreign else []
+    notes += [f"Set aside: {p}" for p in store.problems]
+    if notes:
+        blocks += [doc.Heading(2, "Folder notes"), *[doc.Para(n) for n in notes]]
     paths["report.md"].write_text(doc.to_markdown(blocks, out))
     paths["report.html"].write_text(doc.to_html(blocks, title))
     return Report(out, headline, paths, cells=len(records))

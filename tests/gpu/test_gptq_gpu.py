@@ -10,7 +10,7 @@ import torch
 
 from softpick_bench.quant.gptq_solver import gptq_quantize, gptq_reference, output_error
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 @pytest.mark.parametrize(("bits", "group_size", "act_order"), [(4, 128, False), (2, 128, False), (3, None, True)])
