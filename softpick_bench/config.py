@@ -132,10 +132,10 @@ def _parse_pairs(where: _Where, raw: Any, base: Path) -> tuple[PairConfig, ...]:
 
 
 def _expand(entry: dict) -> list[dict]:
-    """Cartesian product over list values (skip is itself a list: only a list of lists expands)."""
+    """Cartesian product over list values (skip and transforms are lists: only a list of lists expands)."""
     axes = []
     for key, value in entry.items():
-        if key == "skip":
+        if key in ("skip", "transforms"):
             values = value if value and all(isinstance(v, list) for v in value) else [value]
         else:
             values = value if isinstance(value, list) else [value]

@@ -27,3 +27,7 @@ class QuantizationNoOpError(SoftpickBenchError):
 
 class TaskError(SoftpickBenchError):
     """An evaluation task is unknown or its data is missing."""
+
+
+class TransformError(SoftpickBenchError):
+    """A model transform (rotation, smoothing) changed the model's function: never a result."""
