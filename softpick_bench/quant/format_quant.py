@@ -134,7 +134,9 @@ class _FormatWeights(WeightQuantizer):
 
 def _check_block(name: str, spec: QuantSpec, block: int) -> None:
     if spec.group_size not in (None, block):
-        raise UnsupportedQuantError(f"{name} blocks are {block} weights by definition (group_size null or {block}, got {spec.group_size})")
+        raise UnsupportedQuantError(
+            f"{name} blocks are {block} weights by definition (group_size null or {block}, got {spec.group_size})"
+        )
 
 
 @register

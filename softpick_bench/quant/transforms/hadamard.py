@@ -55,7 +55,8 @@ def _paley(m: int) -> np.ndarray | None:
             c[0, 1:] = 1
             c[1:, 0] = 1
             c[1:, 1:] = _jacobsthal(q)
-            return np.kron(c, np.array([[1, 1], [1, -1]])) + np.kron(np.eye(q + 1, dtype=np.int64), np.array([[1, -1], [-1, -1]]))
+            eye = np.eye(q + 1, dtype=np.int64)
+            return np.kron(c, np.array([[1, 1], [1, -1]])) + np.kron(eye, np.array([[1, -1], [-1, -1]]))
     return None
 
 
@@ -78,7 +79,8 @@ def _hadamard(n: int) -> np.ndarray:
             return np.kron(scipy.linalg.hadamard(2**j, dtype=np.int64), base)
     raise HadamardWidthError(
         f"no Hadamard matrix of width {n} is constructed here (n = 2^k * m needs m = 1, q + 1 with a prime "
-        f"q = 3 mod 4, or 2(q + 1) with a prime q = 1 mod 4, m <= {MAX_PALEY}); widths like 128, 352 (8 x 44), 1536 (128 x 12) work"
+        f"q = 3 mod 4, or 2(q + 1) with a prime q = 1 mod 4, m <= {MAX_PALEY}); "
+        "widths like 128, 352 (8 x 44), 1536 (128 x 12) work"
     )
 
 

@@ -121,7 +121,8 @@ class Hadamard(Transform):
                 v = attn.v_proj.weight.data.to(f64).reshape(lay.kv_heads, lay.head_dim, -1)
                 _set(attn.v_proj, torch.einsum("ed,hex->hdx", hd, v).reshape(lay.kv_heads * lay.head_dim, -1))
                 if attn.v_proj.bias is not None:
-                    attn.v_proj.bias.data = (attn.v_proj.bias.data.to(f64).reshape(lay.kv_heads, -1) @ hd).reshape(-1).to(attn.v_proj.bias.dtype)
+                    vb = attn.v_proj.bias.data.to(f64).reshape(lay.kv_heads, -1) @ hd
+                    attn.v_proj.bias.data = vb.reshape(-1).to(attn.v_proj.bias.dtype)
                 o = attn.o_proj.weight.data.to(f64).reshape(-1, lay.heads, lay.head_dim)
                 _set(attn.o_proj, (o @ hd).reshape(o.shape[0], -1))
             if online:
