@@ -22,15 +22,8 @@ import torch
 from softpick_bench.errors import UnsupportedQuantError
 from softpick_bench.quant import formats
 from softpick_bench.quant.activations import ActQuantLinear
-from softpick_bench.quant.base import (
-    QuantContext,
-    WeightQuantizer,
-    iter_targets,
-    peak_memory,
-    register,
-    relative_error,
-    skipped_names,
-)
+from softpick_bench.quant.base import QuantContext, WeightQuantizer, iter_targets, register, relative_error
+from softpick_bench.quant.modules import library_report
 from softpick_bench.quant.spec import QuantReport, QuantSpec
 
 SCALE_BITS = 16  # a per-channel/group FP8 scale is counted as 16 bits, as rtn counts its scales
@@ -103,7 +96,7 @@ class _FormatWeights(WeightQuantizer):
 
     def apply(self, model, spec: QuantSpec, ctx: QuantContext) -> QuantReport:
         start = time.perf_counter()
-        errors, weighted_bits, params = [], 0.0, 0
+        errors, numels, bits = [], [], []
         with torch.no_grad():
             for name, module in iter_targets(model, spec):
                 w = module.weight
@@ -112,21 +105,10 @@ class _FormatWeights(WeightQuantizer):
                 q = self.quantize(w.data, spec)
                 errors.append(relative_error(w.data, q))
                 w.data.copy_(q)
-                weighted_bits += w.numel() * self.bits_per_weight(w, spec)
-                params += w.numel()
-        skipped = skipped_names(model, spec)
-        return QuantReport(
-            method=self.name,
-            layers_quantized=len(errors),
-            layers_total=len(errors) + len(skipped),
-            params_quantized=params,
-            mean_rel_weight_error=sum(errors) / len(errors) if errors else None,
-            effective_bits=weighted_bits / params if params else None,
-            skipped_layers=skipped,
-            seconds=time.perf_counter() - start,
-            peak_memory_bytes=peak_memory(ctx.device),
-            details={"format": self.format_name(spec)},
-        )
+                numels.append(w.numel())
+                bits.append(self.bits_per_weight(w, spec))
+        details = {"format": self.format_name(spec)}
+        return library_report(self.name, model, spec, ctx.device, start, errors, numels, bits, details)
 
     def format_name(self, spec: QuantSpec) -> str:
         return self.name
