@@ -14,6 +14,7 @@ from softpick_bench.quant import formats
 from softpick_bench.quant.apply import check_spec, quantize
 from softpick_bench.quant.attention_quant import KVQuantizer, fake_quantize_asymmetric
 from softpick_bench.quant.base import QuantContext
+from softpick_bench.quant.format_quant import format_shape_problem
 from softpick_bench.quant.spec import QuantSpec
 from softpick_bench.quant.transforms.hadamard import HadamardWidthError, _paley, hadamard
 from softpick_bench.quant.transforms.pipeline import apply_transforms, transforms_shape_problem
@@ -120,6 +121,16 @@ def test_smoothed_unquantized_model_keeps_its_logits(kind):
     spec = QuantSpec(transforms=(smooth,), act_bits=8, act_granularity="per_token")
     details = apply_transforms(model, spec, _ctx())["applied"][0]
     assert details["alpha"] == 0.6 and details["layers_smoothed"] == 2 * 7 and details["max_scale_ratio"] > 1
+    assert _rel(_logits(model), ref) <= 1e-4
+
+
+def test_rotation_then_smoothing_keeps_the_logits():
+    model = _model("softpick")
+    ref = _logits(model)
+    smooth = {"smoothquant": {"nsamples": 2, "seq_len": 32}}
+    spec = QuantSpec(transforms=("hadamard", smooth), act_bits=8, act_granularity="per_token")
+    applied = apply_transforms(model, spec, _ctx())["applied"]
+    assert applied[1]["down_proj_smoothed"] is False  # its input is rotated online: channels mixed
     assert _rel(_logits(model), ref) <= 1e-4
 
 
@@ -251,7 +262,14 @@ def test_bad_specs_are_refused_at_plan_time(spec, message):
         check_spec(spec, "cpu")
 
 
-def test_transforms_round_trip_and_expand_in_configs():
+def test_block_formats_that_do_not_divide_a_width_are_refused_at_plan_time():
+    arch = {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 80}
+    assert "mxfp4 blocks of 32 do not divide the intermediate_size 80" in format_shape_problem(
+        QuantSpec(method="mxfp4", bits=4), arch
+    )
+    assert "mxfp4" in format_shape_problem(QuantSpec(act_bits=4, act_granularity="per_token", act_format="mxfp4"), arch)
+    assert format_shape_problem(QuantSpec(method="nvfp4", bits=4), arch) is None  # 80 = 5 x 16
+
     spec = QuantSpec(transforms=[{"smoothquant": {"alpha": 0.5}}, "hadamard"], act_bits=8, act_granularity="per_token")
     assert QuantSpec.from_dict(spec.to_dict()) == spec
     assert spec.to_dict()["transforms"] == [{"smoothquant": {"alpha": 0.5}}, {"hadamard": {}}]

@@ -46,6 +46,24 @@ def check_act_format(spec: QuantSpec) -> None:
         )
 
 
+BLOCKS = {"mxfp4": formats.MX_BLOCK, "nvfp4": formats.NV_BLOCK}
+
+
+def format_shape_problem(spec: QuantSpec, arch: dict) -> str | None:
+    """Why a block format (weights or activations) cannot fit this architecture's widths, or None."""
+    head_dim = arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"]
+    widths = {
+        "hidden_size": arch["hidden_size"],
+        "intermediate_size": arch["intermediate_size"],
+        "attention width (heads x head_dim)": arch["num_attention_heads"] * head_dim,
+    }
+    for fmt in {spec.method, spec.act_format} & set(BLOCKS):
+        for name, width in widths.items():
+            if width % BLOCKS[fmt]:
+                return f"{fmt} blocks of {BLOCKS[fmt]} do not divide the {name} {width} of this model"
+    return None
+
+
 def fake_quantize_activation(x: torch.Tensor, fmt: str, granularity: str, static_amax: torch.Tensor) -> torch.Tensor:
     if fmt in ("fp8_e4m3", "fp8_e5m2"):
         kind = fmt.removeprefix("fp8_")

@@ -17,6 +17,7 @@ from softpick_bench.errors import PairMismatchError, UnsupportedQuantError
 from softpick_bench.eval.tasks import TaskSpec, get_task
 from softpick_bench.models.checkpoint import architecture, fingerprint, read_config, resolve_folder, resolve_kind
 from softpick_bench.quant.apply import check_spec
+from softpick_bench.quant.format_quant import format_shape_problem
 from softpick_bench.quant.transforms.pipeline import transforms_shape_problem
 from softpick_bench.quant.base import get_backend
 from softpick_bench.quant.spec import QuantSpec
@@ -99,7 +100,11 @@ def build_plan(config: SweepConfig) -> list[Cell]:
             for spec in config.quant:
                 try:
                     check_spec(spec, config.device)
-                    reason = shape_problem(spec, arch) or transforms_shape_problem(spec, arch)
+                    reason = (
+                        shape_problem(spec, arch)
+                        or transforms_shape_problem(spec, arch)
+                        or format_shape_problem(spec, arch)
+                    )
                 except UnsupportedQuantError as exc:
                     reason = str(exc)
                 for task in config.tasks:
