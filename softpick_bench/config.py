@@ -241,10 +241,10 @@ def _parse_pairs(where: _Where, raw: Any, base: Path) -> tuple[PairConfig, ...]:
 
 
 def _axes(where: _Where, key: str, entry: dict) -> list[list[tuple[str, Any]]]:
-    """Grid axes of one entry: a list value expands (skip is itself a list: only a list of lists)."""
+    """Grid axes of one entry: a list value expands (skip and transforms are lists: only a list of lists)."""
     axes = []
     for name, value in entry.items():
-        if name == "skip":
+        if name in ("skip", "transforms"):
             values = value if value and isinstance(value, list) and all(isinstance(v, list) for v in value) else [value]
         else:
             if isinstance(value, list) and not value:

@@ -41,3 +41,7 @@ class TaskError(SoftpickBenchError):
 
 class StoreError(SoftpickBenchError):
     """The results folder cannot be read or written (a file in its place, read-only, disk full)."""
+
+
+class TransformError(SoftpickBenchError):
+    """A model transform (rotation, smoothing) changed the model's function: never a result."""

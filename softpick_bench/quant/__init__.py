@@ -4,7 +4,7 @@ import importlib
 
 # modules that register a backend when imported; an optional dependency that is
 # missing makes its backend unavailable, and `methods()` then does not list it
-BACKEND_MODULES = ("rtn", "gptq", "hqq_backend", "bnb")
+BACKEND_MODULES = ("rtn", "gptq", "hqq_backend", "bnb", "format_quant")
 
 
 def load_backends() -> None:

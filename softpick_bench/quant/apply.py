@@ -1,6 +1,7 @@
 """Apply a whole quant spec to a model: weights first, then the activation-side transforms.
 
-Pipeline: (1) the weight method, (2) activation fake quantization wrapped around every
+Pipeline: (0) the spec's transforms in order (rotation, smoothing: quant/transforms/),
+(1) the weight method, (2) activation fake quantization wrapped around every
 quantized linear layer (every target linear layer when the method is "none"), (3) KV and
 attention-probability quantizers as attention hooks, (4) one calibration pass that sets
 static activation scales and measures every activation-side error. Everything a spec asks
@@ -21,8 +22,11 @@ from softpick_bench.quant.activations import ACT_GRANULARITIES, ActQuantLinear
 from softpick_bench.quant.attention_quant import KV_GRANULARITIES, KVQuantizer, ProbsQuantizer
 from softpick_bench.quant.base import QuantContext, get_backend, iter_targets, peak_memory, skipped_names
 from softpick_bench.quant.calibration import load_calibration
+from softpick_bench.quant.format_quant import FormatActQuantLinear, check_act_format
 from softpick_bench.quant.modules import replace_module
 from softpick_bench.quant.spec import QuantReport, QuantSpec
+from softpick_bench.quant.transforms.pipeline import apply_transforms, check_transforms
+from softpick_bench.quant.transforms.rotation import head_rotation
 
 ACTIVATION_BITS = frozenset(range(2, 9))
 MEASURE_SEQUENCES = 8  # calibration pass for activation scales and measured errors
@@ -52,6 +56,24 @@ def check_spec(spec: QuantSpec, device: str) -> None:
     _check_part("act", spec.act_bits, spec.act_granularity, ACT_GRANULARITIES)
     _check_part("kv", spec.kv_bits, spec.kv_granularity, KV_GRANULARITIES)
     _check_part("probs", spec.probs_bits, None, None)
+    check_act_format(spec)
+    keep = spec.kv_keep_first
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise UnsupportedQuantError(f"kv_keep_first must be a non-negative integer (positions), got {keep!r}")
+    if keep and spec.kv_bits is None:
+        raise UnsupportedQuantError(f"kv_keep_first {keep} given without kv_bits: nothing to keep in full precision")
+    check_transforms(spec, device)
+
+
+def _kv_quantizer(model: nn.Module, spec: QuantSpec) -> KVQuantizer | None:
+    if spec.kv_bits is None:
+        return None
+    rotation = None
+    if any(name == "hadamard" and dict(opts).get("heads", True) for name, opts in spec.transforms):
+        cfg = model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        rotation = head_rotation(head_dim, torch.float32, next(model.parameters()).device)
+    return KVQuantizer(spec.kv_bits, spec.kv_granularity, keep_first=spec.kv_keep_first, key_rotation=rotation)
 
 
 def _linear_targets(model: nn.Module, spec: QuantSpec) -> list[str]:
@@ -95,6 +117,7 @@ def _measure(
         details["activation"] = {
             "bits": spec.act_bits,
             "granularity": spec.act_granularity,
+            "format": spec.act_format,
             "layers": len(wrappers),
             "mean_rel_error": sum(e for e in errors if e is not None) / max(1, sum(e is not None for e in errors)),
             "static_amax": {n: float(w.static_amax) for n, w in _named(model, ActQuantLinear)} if static else None,
@@ -105,6 +128,8 @@ def _measure(
             "granularity": spec.kv_granularity,
             "rel_error_keys": kv.key_meter.relative(),
             "rel_error_values": kv.value_meter.relative(),
+            "keep_first": kv.keep_first,
+            "keys_in_hadamard_basis": kv.key_rotation is not None,
         }
     if probs:
         details["probs"] = {
@@ -139,6 +164,7 @@ def quantize(model: nn.Module, spec: QuantSpec, ctx: QuantContext) -> QuantRepor
     start = time.perf_counter()
     if ctx.device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    transformed = apply_transforms(model, spec, ctx)
     linear_names = _linear_targets(model, spec)
 
     if spec.method != "none":
@@ -164,14 +190,18 @@ def quantize(model: nn.Module, spec: QuantSpec, ctx: QuantContext) -> QuantRepor
     wrappers: list[ActQuantLinear] = []
     if spec.act_bits is not None:
         for name in linear_names:
-            wrapper = ActQuantLinear(model.get_submodule(name), spec.act_bits, spec.act_granularity)
+            inner = model.get_submodule(name)
+            if spec.act_format == "int":
+                wrapper = ActQuantLinear(inner, spec.act_bits, spec.act_granularity)
+            else:
+                wrapper = FormatActQuantLinear(inner, spec.act_bits, spec.act_granularity, spec.act_format)
             replace_module(model, name, wrapper)
             wrappers.append(wrapper)
         if not wrappers:
             raise QuantizationNoOpError(
                 f"{spec.label()}: no linear layer to quantize activations of (skip={list(spec.skip)})"
             )
-    kv = KVQuantizer(spec.kv_bits, spec.kv_granularity) if spec.kv_bits is not None else None
+    kv = _kv_quantizer(model, spec)
     probs = ProbsQuantizer(spec.probs_bits) if spec.probs_bits is not None else None
     attention_modules = 0
     if kv or probs:
@@ -191,6 +221,8 @@ def quantize(model: nn.Module, spec: QuantSpec, ctx: QuantContext) -> QuantRepor
         if spec.method == "none":
             report.layers_quantized = len(wrappers) or attention_modules
             report.layers_total = report.layers_total if wrappers else attention_modules
+    if transformed:
+        report.details["transforms"] = transformed
     report.seconds = time.perf_counter() - start
     report.peak_memory_bytes = peak_memory(ctx.device)
     report.details["peak_memory_kind"] = (

@@ -10,6 +10,10 @@ keys carry per-channel offsets that a symmetric grid would waste levels on).
   a run with a KV cache equals one without.
 - per_head: one scale per (batch, head) over all tokens and dimensions present (coarser;
   with a cache the scale follows the tokens seen so far).
+- keep_first N: the first N positions (where attention sinks form) stay in full precision
+  and out of the per_head scale (KIVI / IntactKV style).
+- key_rotation H (hadamard transform): keys are quantized in the basis k H and rotated
+  back, as if queries and keys were both rotated online (q k^T is unchanged by H).
 
 Probabilities: the weights (in [0, 1]) go through an unsigned grid of 2^b levels with a
 per-row scale max(row) / (2^b - 1), computed on the fly. Why per row and not the fixed
@@ -44,17 +48,33 @@ def fake_quantize_asymmetric(x: torch.Tensor, bits: int, dims: tuple[int, ...]) 
 class KVQuantizer:
     """AttentionHooks.kv: (key, value) -> fake-quantized (key, value)."""
 
-    def __init__(self, bits: int, granularity: str):
+    def __init__(self, bits: int, granularity: str, keep_first: int = 0, key_rotation: torch.Tensor | None = None):
         if granularity not in KV_GRANULARITIES:
             raise ValueError(f"KV granularity {granularity!r}; valid: {KV_GRANULARITIES}")
+        if keep_first < 0:
+            raise ValueError(f"KV keep_first must be >= 0, got {keep_first}")
         self.bits = bits
         self.dims = (-1,) if granularity == "per_token" else (-2, -1)
+        self.keep_first = keep_first
+        self.key_rotation = key_rotation
         self.key_meter = ErrorMeter()
         self.value_meter = ErrorMeter()
 
+    def _quantize(self, x: torch.Tensor, rotation: torch.Tensor | None) -> torch.Tensor:
+        n = min(self.keep_first, x.shape[-2])
+        rest = x[..., n:, :]
+        if rest.shape[-2] == 0:
+            return x
+        if rotation is not None:
+            r = rotation.to(device=x.device, dtype=torch.float32)
+            rest = (fake_quantize_asymmetric(rest.float() @ r, self.bits, self.dims) @ r.T).to(x.dtype)
+        else:
+            rest = fake_quantize_asymmetric(rest, self.bits, self.dims)
+        return torch.cat([x[..., :n, :], rest], dim=-2) if n else rest
+
     def __call__(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kq = fake_quantize_asymmetric(key, self.bits, self.dims)
-        vq = fake_quantize_asymmetric(value, self.bits, self.dims)
+        kq = self._quantize(key, self.key_rotation)
+        vq = self._quantize(value, None)
         self.key_meter.add(key, kq)
         self.value_meter.add(value, vq)
         return kq, vq

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from softpick_bench.errors import UnsupportedQuantError
+
 DEFAULT_SKIP = ("embed_tokens", "lm_head")
 GRIDS = ("full", "restricted")  # symmetric integer grid conventions, see quant/rtn.scale_zero
 
@@ -31,6 +33,10 @@ class QuantSpec:
         ("per_token" dynamic or "per_tensor" static, calibrated).
     kv_bits / kv_granularity: keys and values quantized inside attention ("per_token" or "per_head").
     probs_bits: attention weights quantized before they multiply V.
+    transforms: ordered model transforms run before the weight method (quant/transforms/),
+        each a name or {name: {options}}, e.g. [hadamard] or [{smoothquant: {alpha: 0.5}}].
+    kv_keep_first: the first N positions' keys and values stay in full precision.
+    act_format: "int" (the integer grid) or a float format of quant/format_quant.py.
     """
 
     method: str = "none"
@@ -45,12 +51,16 @@ class QuantSpec:
     kv_bits: int | None = None
     kv_granularity: str | None = None
     probs_bits: int | None = None
+    transforms: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    kv_keep_first: int = 0
+    act_format: str = "int"
 
     def __post_init__(self):
         # normalise containers so equal specs hash and serialise equally
         object.__setattr__(self, "skip", tuple(self.skip))
         opts = self.options.items() if isinstance(self.options, dict) else self.options
         object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+        object.__setattr__(self, "transforms", normalise_transforms(self.transforms))
         if self.grid not in GRIDS:
             raise ValueError(f"unknown grid {self.grid!r}; valid: {list(GRIDS)}")
         if self.grid != "full" and (self.method == "none" or not self.symmetric):
@@ -64,6 +74,7 @@ class QuantSpec:
             and self.act_bits is None
             and self.kv_bits is None
             and self.probs_bits is None
+            and not self.transforms
         )
 
     def option(self, key: str, default: Any = None) -> Any:
@@ -73,6 +84,7 @@ class QuantSpec:
         d = asdict(self)
         d["skip"] = list(self.skip)
         d["options"] = dict(self.options)
+        d["transforms"] = [{name: dict(opts)} for name, opts in self.transforms]
         return d
 
     def to_json(self) -> str:
@@ -104,14 +116,41 @@ class QuantSpec:
         label = "-".join(parts)
         extras = []
         if self.act_bits:
-            extras.append(f"a{self.act_bits}{'tok' if self.act_granularity == 'per_token' else 'ten'}")
+            fmt = "" if self.act_format == "int" else f"{self.act_format}-"
+            extras.append(f"{fmt}a{self.act_bits}{'tok' if self.act_granularity == 'per_token' else 'ten'}")
         if self.kv_bits:
             extras.append(f"kv{self.kv_bits}{'tok' if self.kv_granularity == 'per_token' else 'head'}")
+        if self.kv_keep_first:
+            extras.append(f"keep{self.kv_keep_first}")
         if self.probs_bits:
             extras.append(f"p{self.probs_bits}")
         if extras:
             label = ("" if self.method == "none" else label + "+") + "+".join(extras)
+        if self.transforms:
+            names = ",".join(name + "".join(f"-{k}={v}" for k, v in opts) for name, opts in self.transforms)
+            label = names + ("" if label == "none" else "/" + label)
         return label
+
+
+def normalise_transforms(raw) -> tuple:
+    """Transforms as ((name, sorted option pairs), ...) from names, {name: {options}} or (name, options)."""
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    out = []
+    for entry in raw or ():
+        if isinstance(entry, str):
+            name, opts = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            name, opts = next(iter(entry.items()))
+        elif isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str):
+            name, opts = entry
+        else:
+            raise UnsupportedQuantError(
+                f"quant spec transforms entry {entry!r} must be a name or {{name: {{options}}}}, e.g. hadamard"
+            )
+        opts = opts.items() if isinstance(opts, dict) else (opts or ())
+        out.append((str(name), tuple(sorted((str(k), v) for k, v in opts))))
+    return tuple(out)
 
 
 BASELINE = QuantSpec()

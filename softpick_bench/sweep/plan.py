@@ -30,6 +30,8 @@ from softpick_bench.models.checkpoint import architecture, fingerprint, read_con
 from softpick_bench.models.pair import check_pair
 from softpick_bench.models.weights import check_weights
 from softpick_bench.quant.apply import check_spec
+from softpick_bench.quant.format_quant import format_shape_problem
+from softpick_bench.quant.transforms.pipeline import transforms_shape_problem
 from softpick_bench.quant.base import get_backend
 from softpick_bench.quant.spec import QuantSpec
 
@@ -232,7 +234,11 @@ def build_plan(config: SweepConfig) -> list[Cell]:
                         if cached not in reasons:
                             try:
                                 check_spec(spec, config.device)
-                                reasons[cached] = shape_problem(spec, info.arch)
+                                reasons[cached] = (
+                                    shape_problem(spec, info.arch)
+                                    or transforms_shape_problem(spec, info.arch)
+                                    or format_shape_problem(spec, info.arch)
+                                )
                             except UnsupportedQuantError as exc:
                                 reasons[cached] = str(exc)
                         reason = reasons[cached]
