@@ -171,7 +171,10 @@ def cmd_list(args) -> int:
             print("  none      the unquantized baseline (always in the plan); combine with the modifiers below")
             continue
         b = get_backend(name)
-        sym = "symmetric: true | false" if b.supports_asymmetric else "symmetric: false only"
+        if not b.supports_asymmetric:
+            sym = "symmetric: true only"
+        else:
+            sym = "symmetric: true | false" if b.supports_symmetric else "symmetric: false only"
         grids = f"; symmetric grid {' | '.join(b.grids)}" if len(b.grids) > 1 else ""
         extra = "; needs calibration text" if b.needs_calibration else ""
         print(f"  {name:<9} bits {sorted(b.bits)}; {sym}{grids}; devices {sorted(b.devices)}{extra}")
@@ -183,6 +186,11 @@ def cmd_list(args) -> int:
     print(f"  kv_bits   {list(SUITE_BITS)}: keys and values quantized inside attention; "
           f"kv_granularity {' | '.join(KV_GRANULARITIES)}")
     print(f"  probs_bits {list(PROBS_BITS)}: attention weights quantized before they multiply V")
+    from softpick_bench.quant.listing import axis_lines
+
+    print("quant spec axes (transforms, activation formats, KV keep-first):")
+    for line in axis_lines():
+        print(f"  {line}")
     print("tasks (tasks: entries):")
     for name in task_names():
         t = get_task(name)

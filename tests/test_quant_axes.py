@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from softpick_bench.config import _expand
+from softpick_bench.config import _axes, _Where
 from softpick_bench.errors import UnsupportedQuantError
 from softpick_bench.models.tiny import build_model, tiny_llama_config
 from softpick_bench.quant import formats
@@ -48,6 +48,11 @@ def _rel(a, b):
 
 
 # --- Hadamard matrices -------------------------------------------------------------------
+
+
+def _expand(entry: dict) -> list[dict]:
+    """A grid entry's cells, as config expands them."""
+    return [dict(combo) for combo in itertools.product(*_axes(_Where("t.yaml"), "quant[0]", entry))]
 
 
 @pytest.mark.parametrize("n", [1, 2, 16, 12, 20, 36, 44, 96, 352])

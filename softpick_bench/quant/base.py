@@ -39,6 +39,7 @@ class WeightQuantizer(ABC):
     options: dict[str, str] = {}  # option name -> one-line description
     supports_group_size: bool = True
     supports_asymmetric: bool = True
+    supports_symmetric: bool = True
     grids: tuple[str, ...] = GRIDS  # symmetric grid conventions it honours (QuantSpec.grid)
     packages: tuple[str, ...] = ()  # distributions whose version can change results (cache key)
 

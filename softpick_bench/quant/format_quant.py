@@ -105,6 +105,7 @@ class _FormatWeights(WeightQuantizer):
     """Shared apply: fake-quantize each target weight with `quantize` and count its bits."""
 
     supports_asymmetric = False  # sign-magnitude formats: no zero point
+    grids = ("full",)  # floating-point formats: no integer grid convention to choose
 
     def quantize(self, w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
         raise NotImplementedError

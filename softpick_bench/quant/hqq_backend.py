@@ -35,6 +35,7 @@ class HQQ(WeightQuantizer):
     options = {"axis": "axis along which groups are formed: 1 (input dim, default) or 0"}
     packages = ("hqq",)
     grids = ("full",)  # always asymmetric: no symmetric grid convention to choose
+    supports_symmetric = False
 
     def check(self, spec: QuantSpec, device: str) -> None:
         if IMPORT_ERROR is not None:
