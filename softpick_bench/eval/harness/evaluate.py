@@ -100,19 +100,33 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     )
     prepare_s = time.perf_counter() - start
     lm.attach(prepared)
+    task = prepared.task
+    per_doc: list[dict] = []  # lm-eval's own process_results output, document by document
+
+    def recording(doc, results):
+        metrics = type(task).process_results(task, doc, results)
+        per_doc.append(metrics)
+        return metrics
+
+    # log_samples=False: lm-eval's sample logging re-renders every document's target through a
+    # freshly compiled Jinja template (most of a cell's time on a GPU); the items come from here
+    task.process_results = recording
     requests.set_seeds(seed)  # as simple_evaluate leaves them before evaluate
-    out = evaluate(
-        lm=lm,
-        task_dict=prepared.task_dict,
-        limit=opts["limit"],
-        bootstrap_iters=opts["bootstrap_iters"],
-        log_samples=True,
-    )
+    try:
+        out = evaluate(
+            lm=lm,
+            task_dict=prepared.task_dict,
+            limit=opts["limit"],
+            bootstrap_iters=opts["bootstrap_iters"],
+            log_samples=False,
+        )
+    finally:
+        del task.process_results
     seconds = time.perf_counter() - start
     metrics = _metrics(out, lm_name, opts, lm, target, seconds)
     for m in metrics:
         m.details["request_cache"] = {"key": key, "prepare_s": round(prepare_s, 3)}
-    return TaskOutput(metrics, _items(out, prepared.task, lm_name, name))
+    return TaskOutput(metrics, _items(per_doc, task, opts["limit"], name))
 
 
 def run_harness_task_uncached(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
@@ -196,20 +210,25 @@ def _metrics(out: dict, lm_name: str, opts: dict, lm, target: EvalTarget, second
     return metrics
 
 
-def _items(out: dict, task, lm_name: str, name: str) -> dict:
-    """Per-document values of each metric (the first filter's), with lm-eval's aggregation name."""
+def _items(per_doc: list[dict], task, limit: int | None, name: str) -> dict:
+    """Per-document values of each metric (the first filter's), with lm-eval's aggregation name.
+
+    evaluate() calls process_results once per filter and document, documents in doc_iterator
+    order; the first len(docs) calls are the first filter's."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    ids = [doc_id for doc_id, _ in task.doc_iterator(rank=0, limit=get_sample_size(task, limit), world_size=1)]
+    if len(per_doc) < len(ids):
+        raise TaskError(f"task {name!r}: {len(per_doc)} documents scored, {len(ids)} expected")
+    first = per_doc[: len(ids)]
     aggregation = {metric: getattr(fn, "__name__", "") for metric, fn in task.aggregation().items()}
-    samples = out["samples"][lm_name]
-    first_filter = samples[0]["filter"] if samples else None
     per_metric: dict[str, dict] = {}
     for metric, agg in aggregation.items():
         if agg not in _AGGREGATIONS:
             log.info("task %s: metric %s aggregates by %r: no per-item values kept", name, metric, agg)
             continue
-        rows = [s for s in samples if s["filter"] == first_filter and metric in s]
-        per_metric[metric] = items.metric_items(
-            _AGGREGATIONS[agg], [s["doc_id"] for s in rows], [s[metric] for s in rows]
-        )
+        rows = [(doc_id, values[metric]) for doc_id, values in zip(ids, first) if metric in values]
+        per_metric[metric] = items.metric_items(_AGGREGATIONS[agg], [r[0] for r in rows], [r[1] for r in rows])
     return items.payload(name, per_metric)
 
 
