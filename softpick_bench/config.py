@@ -176,15 +176,15 @@ def _resolve_device(where: _Where, device: Any) -> str:
         raise where.error("device", f"must be a string, got {shown(device)}; valid: cpu, cuda, cuda:N, auto")
     if device == "cpu":
         return device
-    import torch  # only to ask for CUDA: a cpu sweep validates without it
+    if device != "auto" and device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise where.error("device", f"unknown device {shown(device)}; valid: cpu, cuda, cuda:N, auto")
+    import torch  # only to ask for CUDA: a cpu sweep, or an unknown device, is checked without it
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise where.error("device", f"{device!r} asked for but no CUDA device is available; valid here: cpu, auto")
-        return device
-    raise where.error("device", f"unknown device {shown(device)}; valid: cpu, cuda, cuda:N, auto")
+    if not torch.cuda.is_available():
+        raise where.error("device", f"{device!r} asked for but no CUDA device is available; valid here: cpu, auto")
+    return device
 
 
 def _resolve_checkpoint(where: _Where, key: str, value: Any, base: Path) -> str:
