@@ -95,12 +95,13 @@ class _Progress:
 
 def cmd_sweep(args) -> int:
     from softpick_bench.config import load_config
-    from softpick_bench.sweep.plan import build_plan, plan_manifest
     from softpick_bench.sweep.shard import parse_shard, shard_cells
 
     start = time.perf_counter()
     shard = parse_shard(args.shard) if args.shard else None
     config = load_config(args.config, allow_large_plan=args.allow_large_plan)
+    from softpick_bench.sweep.plan import build_plan, plan_manifest  # heavy (models, quant): after validation
+
     out = Path(args.out or Path("runs") / config.name)
     cells = build_plan(config)
     if args.plan_only:  # validate and print; nothing is written

@@ -36,13 +36,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+# Only light modules here: structural errors must print before torch/transformers load. The task and
+# backend registries (which import them) are consulted when the tasks and the quant grid are checked.
 from softpick_bench.errors import ConfigError, TaskError, shown
 from softpick_bench.eval.harness.tasks import HARNESS_TASKS, SOURCES
 from softpick_bench.eval.tasks import TaskSpec, make_spec, task_names
-from softpick_bench.models.checkpoint import _HUB_ID, DTYPES
-from softpick_bench.quant.base import get_backend, methods
-from softpick_bench.quant.bnb import BLOCKSIZES, QUANT_TYPES
-from softpick_bench.quant.calibration import DEFAULT_SOURCE as DEFAULT_CALIBRATION
+from softpick_bench.models.names import DTYPE_NAMES as DTYPES, HUB_ID as _HUB_ID
+from softpick_bench.quant.declared import BNB_BLOCKSIZES as BLOCKSIZES, BNB_QUANT_TYPES as QUANT_TYPES
+from softpick_bench.quant.declared import DEFAULT_CALIBRATION
 from softpick_bench.quant.spec import GRIDS, QuantSpec
 from softpick_bench.strict_yaml import YAMLInputError, load_yaml
 
@@ -171,19 +172,19 @@ def _check_name(where: _Where, key: str, name: Any) -> str:
 
 
 def _resolve_device(where: _Where, device: Any) -> str:
-    import torch
-
     if not isinstance(device, str):
         raise where.error("device", f"must be a string, got {shown(device)}; valid: cpu, cuda, cuda:N, auto")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise where.error("device", f"{device!r} asked for but no CUDA device is available; valid here: cpu, auto")
-        return device
-    raise where.error("device", f"unknown device {shown(device)}; valid: cpu, cuda, cuda:N, auto")
+    if device != "auto" and device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise where.error("device", f"unknown device {shown(device)}; valid: cpu, cuda, cuda:N, auto")
+    import torch  # only to ask for CUDA: a cpu sweep, or an unknown device, is checked without it
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise where.error("device", f"{device!r} asked for but no CUDA device is available; valid here: cpu, auto")
+    return device
 
 
 def _resolve_checkpoint(where: _Where, key: str, value: Any, base: Path) -> str:
@@ -275,6 +276,8 @@ def _resolve_file(where: _Where, key: str, value: Any, builtin: str, base: Path)
 
 
 def _check_options(where: _Where, key: str, method: str, options: dict, base: Path) -> dict:
+    from softpick_bench.quant.base import get_backend
+
     backend = get_backend(method)
     rules = METHOD_OPTION_RULES.get(method, {})
     out = {}
@@ -293,6 +296,8 @@ def _check_options(where: _Where, key: str, method: str, options: dict, base: Pa
 
 
 def _validate_spec(where: _Where, key: str, d: dict, base: Path) -> QuantSpec:
+    from softpick_bench.quant.base import get_backend, methods
+
     method = d.get("method", "none")
     if method not in methods():
         raise where.error(f"{key}.method", f"unknown method {shown(method)}; valid: {', '.join(methods())}")

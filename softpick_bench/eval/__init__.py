@@ -4,5 +4,8 @@ import importlib
 
 TASK_MODULES = ("perplexity", "analysis", "harness")
 
-for _name in TASK_MODULES:
-    importlib.import_module(f"softpick_bench.eval.{_name}")
+
+def load_task_modules() -> None:
+    """Import every evaluator (torch, transformers): on first use, so that validation stays light."""
+    for name in TASK_MODULES:
+        importlib.import_module(f"softpick_bench.eval.{name}")

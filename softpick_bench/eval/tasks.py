@@ -106,7 +106,9 @@ def register_task(name: str, options: dict[str, TaskOption], description: str, p
 
 
 def _load_task_modules() -> None:
-    import softpick_bench.eval  # noqa: F401  (importing the package registers every task)
+    from softpick_bench.eval import load_task_modules
+
+    load_task_modules()
 
 
 def get_task(name: str) -> TaskDef:

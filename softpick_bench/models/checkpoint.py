@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaF
 from softpick_bench.errors import CheckpointError
 from softpick_bench.models import fla, weights
 from softpick_bench.models.attention import ATTENTION_KINDS, register_attention_kinds
+from softpick_bench.models.names import DTYPE_NAMES, HUB_ID as _HUB_ID
 
 log = logging.getLogger(__name__)
 
 KIND_FIELD = "attention_kind"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 _FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt")
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from softpick_bench.errors import UnsupportedQuantError
 from softpick_bench.quant.base import QuantContext, WeightQuantizer, iter_targets, register, relative_error
+from softpick_bench.quant.declared import BNB_BLOCKSIZES as BLOCKSIZES, BNB_QUANT_TYPES as QUANT_TYPES
 from softpick_bench.quant.modules import library_report, replace_module
 from softpick_bench.quant.spec import QuantReport, QuantSpec
 
@@ -28,8 +29,6 @@ try:  # optional dependency: without it the backend refuses every cell in check(
 except ImportError as exc:  # pragma: no cover - depends on the environment
     IMPORT_ERROR = exc
 
-QUANT_TYPES = ("nf4", "fp4")
-BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 OPTIONS_4BIT = {"quant_type", "blocksize", "double_quant"}
 OPTIONS_8BIT = {"threshold"}
 

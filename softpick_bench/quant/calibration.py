@@ -17,8 +17,8 @@ import torch
 
 from softpick_bench.errors import UnsupportedQuantError
 from softpick_bench.models.checkpoint import vocab_digest
+from softpick_bench.quant.declared import DEFAULT_CALIBRATION as DEFAULT_SOURCE
 
-DEFAULT_SOURCE = "gutenberg"
 # folder names of the evaluation data: calibration on them would leak the test set
 EVAL_SET_NAMES = ("wikitext", "lambada", "arc", "hellaswag", "piqa", "sciq", "boolq", "winogrande", "openbookqa")
 

@@ -14,10 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 
 def _run(args: argparse.Namespace) -> int:
+    import torch  # here, not at the top: the CLI builds this parser for every command
+
     from softpick_bench.train.config import TrainConfig
     from softpick_bench.train.plot import plot_analysis, plot_losses
     from softpick_bench.train.trainer import train_pair
