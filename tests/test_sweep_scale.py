@@ -2,6 +2,7 @@
 executors (`--executor process|ray` give local's values; a crashing unit is only its own error)."""
 
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -38,10 +39,19 @@ def _config(tmp_path, quant, name="scale"):
 RTN = [{"method": "rtn", "bits": [2, 4], "group_size": 32}]  # 3 specs (with the baseline) x 2 kinds = 6 cells
 
 
-def _sweep_proc(cfg, out, *extra):
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "softpick_bench.cli", "sweep", str(cfg), "--out", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+def _sweep_main(argv, log):
+    with open(log, "w") as f:  # a separate process: its own pid, its own claims
+        sys.stdout = f
+        sys.exit(main(argv))
+
+
+def _sweep_proc(cfg, out, log):
+    """A sweep in its own process, forked from a server that imported the package once (fast starts)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["softpick_bench.cli", "softpick_bench.sweep.executors"])
+    proc = ctx.Process(target=_sweep_main, args=(["sweep", str(cfg), "--out", str(out)], str(log)))
+    proc.start()
+    return proc
 
 
 def _ran(text: str) -> int:
@@ -61,9 +71,12 @@ def _dead_pid() -> int:
 
 def test_two_sweeps_on_one_folder_compute_each_cell_once(tmp_path):
     cfg, out = _config(tmp_path, RTN), tmp_path / "run"
-    procs = [_sweep_proc(cfg, out), _sweep_proc(cfg, out)]
-    texts = [p.communicate(timeout=240)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], texts
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [_sweep_proc(cfg, out, log) for log in logs]
+    for p in procs:
+        p.join(timeout=240)
+    texts = [log.read_text() for log in logs]
+    assert [p.exitcode for p in procs] == [0, 0], texts
     assert sum(_ran(t) for t in texts) == 6, texts  # a cell computed twice would make it more
     assert len(_ok_records(out)) == 6
     assert not list((out / "claims").glob("*"))  # every claim released
@@ -91,12 +104,12 @@ def test_stale_claims_are_taken_over_live_ones_are_not(tmp_path):
 
 def test_kill_9_mid_sweep_then_resume_loses_nothing(tmp_path, capsys):
     cfg, out = _config(tmp_path, [{"method": "rtn", "bits": [2, 3, 4, 8], "group_size": 32}], name="kill"), tmp_path / "run"
-    proc = _sweep_proc(cfg, out)
+    proc = _sweep_proc(cfg, out, tmp_path / "killed.log")
     deadline = time.time() + 180
-    while not _ok_records(out) and proc.poll() is None and time.time() < deadline:
+    while not _ok_records(out) and proc.is_alive() and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
     finished = {p.name: p.read_bytes() for p in _ok_records(out)}
     assert finished, "the driver was killed before its first cell"
     assert main(["sweep", str(cfg), "--out", str(out)]) == 0

@@ -3,7 +3,7 @@
 The unit is one checkpoint x quant spec with all its tasks (runner.Unit); the runner's
 `run_units` computes units wherever they run, so loading, quantizing and storing stay in one
 place. `local` runs them all in this process (each checkpoint loaded once for all its specs).
-`process` runs each unit in a fresh child process (spawn), so a crash of any kind (segfault,
+`process` runs each unit in a fresh child process (forked from a forkserver), so a crash of any kind (segfault,
 abort, the OOM killer) fails only that unit: its cells without a record get an error record
 naming the signal or exit code. `ray` submits each unit as a Ray task (one GPU each on CUDA,
 one CPU otherwise), on the cluster at `--ray-address` or a local one; a task whose worker dies
@@ -22,6 +22,7 @@ import os
 import queue as queue_mod
 import re
 import signal
+import sys
 import time
 
 from softpick_bench.errors import ConfigError
@@ -105,8 +106,14 @@ class _Dispatch:
 # ---- process: one child per unit -----------------------------------------------------------
 
 
-def _child(config, unit: Unit, out: str, lines) -> None:
-    """Child process body: run one unit, stream its lines, send its counts last."""
+def _child(config, unit: Unit, out: str, lines, backends: str | None, path: list[str]) -> None:
+    """Child process body: run one unit, stream its lines, send its counts last.
+
+    The forkserver kept the environment of its start (maybe an earlier sweep's): the driver's
+    extra backends and import path are set here."""
+    if backends is not None:
+        os.environ[BACKENDS_ENV] = backends
+    sys.path[:] = path + [p for p in sys.path if p not in path]
     counts = run_units(config, [unit], ResultStore(out), echo=lambda text: lines.put(("line", text)))
     lines.put(("counts", counts))
 
@@ -124,7 +131,10 @@ def describe_exit(code: int) -> str:
 class _ProcessRunner:
     def __init__(self, config, store):
         self.config, self.store = config, store
-        self.ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads / CUDA
+        # children fork from a clean server that imported the runner once (torch, lm-eval: seconds
+        # each), never from this process (its threads, a CUDA context): fast starts, fresh state
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["softpick_bench.sweep.executors"])
 
     def start(self, dispatch) -> None:
         self.dispatch = dispatch
@@ -139,7 +149,8 @@ class _ProcessRunner:
                 continue
             since = time.time() - 1  # mtime resolution
             lines = self.ctx.Queue()
-            proc = self.ctx.Process(target=_child, args=(self.config, unit, str(self.store.root), lines), daemon=True)
+            proc = self.ctx.Process(target=_child, args=(self.config, unit, str(self.store.root), lines,
+                                                                os.environ.get(BACKENDS_ENV), list(sys.path)), daemon=True)
             proc.start()
             counts = None
             try:
