@@ -111,7 +111,8 @@ def cmd_sweep(args) -> int:
         _print_plan(cells, is_done)
         return 0
     from softpick_bench.report import write_report
-    from softpick_bench.sweep.runner import run_plan
+    from softpick_bench.sweep.claims import Claims
+    from softpick_bench.sweep.executors import run_sweep
     from softpick_bench.sweep.store import ResultStore
 
     store = ResultStore(out)
@@ -122,14 +123,23 @@ def cmd_sweep(args) -> int:
     if any(c.quant.method == "bnb" and not c.skip_reason and not store.is_done(c.key) for c in cells):
         HELD.replay()
     progress = _Progress(sum(1 for c in cells if not c.skip_reason and not store.is_done(c.key)))
+    claims = Claims(out)
     try:
-        counts = run_plan(config, cells, store, echo=progress)
+        counts = run_sweep(config, cells, store, progress, claims, args.executor, args.ray_address, args.ray_cpus)
     finally:
+        claims.release_all()
         progress.close()
+    for note in claims.taken_over:
+        print(note)
+    elsewhere = (f", {counts['claimed_elsewhere']} claimed elsewhere (another sweep is computing them)"
+                 if counts["claimed_elsewhere"] else "")
     print(
         f"\n{counts['ran']} cells ran, {counts['done_before']} already done (not recomputed), "
-        f"{counts['skipped']} skipped, {counts['failed']} failed in {time.perf_counter() - start:.1f}s"
+        f"{counts['skipped']} skipped, {counts['failed']} failed{elsewhere} in {time.perf_counter() - start:.1f}s"
     )
+    if counts["claimed_elsewhere"]:  # the report waits for the other sweep's cells
+        print(f"when the other sweep is done: softpick-bench report {out}")
+        return 1 if counts["failed"] else 0
     if shard:  # other shards may still be writing: the report comes once all are done
         print(f"shard {args.shard} done; when every shard is: softpick-bench report {out}")
         return 1 if counts["failed"] else 0
@@ -211,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-only", action="store_true", help="validate and print the plan, run nothing")
     p.add_argument("--allow-large-plan", action="store_true", help="accept a plan of more than 5000 cells")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th unit (checkpoint x quant spec), from the I-th")
+    p.add_argument("--executor", choices=("local", "process", "ray"), default="local",
+                   help="where units run: this process (default), a child process per unit (a crash fails "
+                        "only its unit), or Ray tasks")
+    p.add_argument("--ray-address", help="with --executor ray: join this cluster (e.g. auto, or HOST:6379); "
+                                        "default: start a local one")
+    p.add_argument("--ray-cpus", type=int, help="with --executor ray and no address: CPUs of the local cluster")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="write results.csv, report.md and plots for a result folder")
     p.add_argument("out", help="result folder written by `sweep`")

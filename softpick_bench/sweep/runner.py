@@ -13,7 +13,7 @@ import resource
 import time
 import traceback
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -61,10 +61,37 @@ def _base_record(cell: Cell, config: SweepConfig) -> dict:
     }
 
 
-def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print) -> dict:
-    """Run every pending, runnable cell. Returns counts {done_before, ran, failed, skipped}."""
-    counts = {"done_before": 0, "ran": 0, "failed": 0, "skipped": 0}
-    pending: dict[tuple[str, str, int], list[Cell]] = defaultdict(list)
+COUNT_KEYS = ("done_before", "ran", "failed", "skipped", "claimed_elsewhere")
+
+
+@dataclass
+class Unit:
+    """The runner's unit of work: one checkpoint (pair, kind, replicate) x one quant spec, all its tasks."""
+
+    group: tuple[str, str, int]
+    spec: object
+    cells: list[Cell]
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.key for c in self.cells]
+
+
+def new_counts() -> dict:
+    return dict.fromkeys(COUNT_KEYS, 0)
+
+
+def add_counts(total: dict, more: dict) -> dict:
+    for k in COUNT_KEYS:
+        total[k] += more.get(k, 0)
+    return total
+
+
+def plan_units(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print) -> tuple[list[Unit], dict]:
+    """The pending units of a plan, in plan order; skipped, done and plan-error cells are counted
+    (plan errors written as error records here, they never reach a unit)."""
+    counts = new_counts()
+    pending: dict[tuple[str, str, int], dict] = defaultdict(dict)
     queued: set[str] = set()  # pairs sharing a checkpoint share its cells: each key runs once
     for cell in cells:
         if cell.skip_reason:
@@ -79,105 +106,169 @@ def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=pr
             counts["done_before"] += 1
         else:
             queued.add(cell.key)
-            pending[(cell.pair, cell.kind, cell.replicate)].append(cell)
+            pending[(cell.pair, cell.kind, cell.replicate)].setdefault(cell.quant, []).append(cell)
     for error in sorted({c.error for c in cells if c.error}):
         echo(f"FAILED before any load, its cells recorded as errors: {error}")
-    total = sum(len(v) for v in pending.values())
-    if not total:
-        return counts
+    units = [Unit(group, spec, todo) for group, specs in pending.items() for spec, todo in specs.items()]
+    return units, counts
+
+
+def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print, claims=None) -> dict:
+    """Run every pending, runnable cell in this process. Returns counts (COUNT_KEYS)."""
+    units, counts = plan_units(config, cells, store, echo)
+    return add_counts(counts, run_units(config, units, store, echo, claims))
+
+
+def claim_cells(cells: list[Cell], store: ResultStore, claims, counts: dict, echo, index: int, total: int):
+    """The cells of `cells` this process now holds; the others are counted (claimed elsewhere, or
+    finished by another sweep since the plan was made). Returns (held, index)."""
+    held = []
+    for cell in cells:
+        if claims is not None and not claims.claim(cell.key):
+            index += 1
+            counts["claimed_elsewhere"] += 1
+            holder = claims.holder(cell.key) or {}
+            echo(f"[{index}/{total}] {cell.describe()}: claimed by {holder.get('host')}:{holder.get('pid')}, left to it")
+        elif store.is_done(cell.key):  # another sweep finished it after our plan was made
+            index += 1
+            counts["done_before"] += 1
+            if claims is not None:
+                claims.release(cell.key)
+            echo(f"[{index}/{total}] {cell.describe()}: finished by another sweep meanwhile")
+        else:
+            held.append(cell)
+    return held, index
+
+
+def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=print, claims=None) -> dict:
+    """Run `units` here: each checkpoint loaded once for its consecutive units, one quantized copy
+    at a time, every record stored before the next cell. With `claims`, each unit's cells are
+    claimed just before it runs (cells held elsewhere are left to their holder) and released as
+    their records are written; without, the caller holds them (executors claim in the driver)."""
+    counts = new_counts()
+    total = sum(len(u.cells) for u in units)
     index = 0
-    for (pair_name, kind, _), todo in pending.items():
-        t0 = time.perf_counter()
-        try:
-            loaded = load_checkpoint(todo[0].checkpoint, dtype=config.dtype, device=config.device)
-        except Exception as exc:  # a bad checkpoint fails its own cells; the other pairs run
-            failed = {"status": "error", "stage": "load", "error": f"{type(exc).__name__}: {exc}"}
-            for cell in todo:
-                store.write_error(cell.key, _base_record(cell, config) | failed)
-            counts["failed"], index = counts["failed"] + len(todo), index + len(todo)
-            echo(f"{todo[0].describe()} ...: FAILED to load, {len(todo)} cells recorded as errors: {exc}")
-            continue
-        load_s = time.perf_counter() - t0
-        echo(f"loaded {pair_name}/{kind} from {loaded.source} in {load_s:.1f}s ({loaded.info['params']:,} params)")
-        by_spec: dict = defaultdict(list)
-        for cell in todo:
-            by_spec[cell.quant].append(cell)
-        for spec, spec_cells in by_spec.items():
-            _reset_peak(config.device)
-            model, report, quant_s, copy_s = loaded.model, None, 0.0, 0.0
-            if not spec.is_baseline:
-                try:
+    groups: dict[tuple, list[Unit]] = defaultdict(list)
+    for unit in units:
+        groups[unit.group].append(unit)
+
+    def finish(cell, record, ok):
+        (store.write if ok else store.write_error)(cell.key, record)
+        if claims is not None:
+            claims.release(cell.key)
+
+    for (pair_name, kind, _), group_units in groups.items():
+        loaded, load_error, load_s = None, None, 0.0
+        for unit in group_units:
+            spec_cells, index = claim_cells(unit.cells, store, claims, counts, echo, index, total)
+            if not spec_cells:
+                continue
+            try:
+                if loaded is None and load_error is None:
                     t0 = time.perf_counter()
-                    model = copy.deepcopy(loaded.model)
-                    copy_s = time.perf_counter() - t0
-                    torch.manual_seed(config.seed)
-                    ctx = QuantContext(tokenizer=loaded.tokenizer, device=config.device, seed=config.seed)
-                    t0 = time.perf_counter()
-                    report = quantize(model, spec, ctx)
-                    checks.check_quant_report(report)
-                    quant_s = time.perf_counter() - t0
-                except Exception as exc:  # one bad spec never stops the sweep
+                    try:
+                        loaded = load_checkpoint(spec_cells[0].checkpoint, dtype=config.dtype, device=config.device)
+                    except Exception as exc:  # a bad checkpoint fails its own cells; the other pairs run
+                        load_error = f"{type(exc).__name__}: {exc}"
+                        echo(f"{spec_cells[0].describe()} ...: FAILED to load, its cells recorded as errors: {exc}")
+                    else:
+                        load_s = time.perf_counter() - t0
+                        echo(f"loaded {pair_name}/{kind} from {loaded.source} in {load_s:.1f}s "
+                             f"({loaded.info['params']:,} params)")
+                if load_error is not None:
                     for cell in spec_cells:
                         index += 1
-                        counts["failed"] += 1
-                        record = _base_record(cell, config) | {
-                            "status": "error",
-                            "stage": "quantize",
-                            "error": f"{type(exc).__name__}: {exc}",
-                            "traceback": traceback.format_exc(),
-                        }
-                        store.write_error(cell.key, record)
-                        echo(f"[{index}/{total}] {cell.describe()}: FAILED to quantize: {exc}")
-                    model = None
-                    gc.collect()
+                        finish(cell, _base_record(cell, config) | {"status": "error", "stage": "load",
+                                                                   "error": load_error}, ok=False)
+                    counts["failed"] += len(spec_cells)
                     continue
-            for cell in spec_cells:
-                index += 1
-                record = _base_record(cell, config)
-                record["quant_report"] = None if report is None else report.to_dict()
-                try:
-                    torch.manual_seed(config.seed)
-                    t0 = time.perf_counter()
-                    target = EvalTarget(
-                        model, loaded.tokenizer, loaded.kind, config.device, config.seed, cache_dir=str(store.root)
-                    )
-                    output = run_task(target, cell.task)
-                    metrics = output.metrics
-                    checks.check_metrics(metrics)
-                    eval_s = time.perf_counter() - t0
-                except Exception as exc:
-                    counts["failed"] += 1
-                    record |= {
-                        "status": "error",
-                        "stage": "evaluate",
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(),
-                    }
-                    store.write_error(cell.key, record)
-                    echo(f"[{index}/{total}] {cell.describe()}: FAILED to evaluate: {exc}")
-                    continue
-                record |= {
-                    "status": "ok",
-                    "metrics": [asdict(m) for m in metrics],
-                    "timing": {
-                        "load_s": load_s,
-                        "load_shared_by_cells": len(todo),
-                        "copy_s": copy_s,
-                        "quantize_s": quant_s,
-                        "evaluate_s": eval_s,
-                    },
-                    "memory": _peak_memory(config.device),
-                    "kind_source": loaded.kind_source,
-                }
-                if output.items is not None:
-                    store.write_items(cell.key, output.items)
-                record["has_items"] = output.items is not None
-                store.write(cell.key, record)
-                counts["ran"] += 1
-                shown = ", ".join(f"{m.metric}={m.value:.4g}" for m in metrics[:3])
-                echo(f"[{index}/{total}] {cell.describe()}: {shown} (quantize {quant_s:.1f}s, eval {eval_s:.1f}s)")
-            del model
-            gc.collect()
+                shared = sum(len(u.cells) for u in group_units)
+                index = _run_spec(config, loaded, unit.spec, spec_cells, store, finish, counts, echo,
+                                  index, total, load_s, shared)
+            finally:
+                if claims is not None:
+                    for cell in spec_cells:
+                        claims.release(cell.key)
         del loaded
         gc.collect()
     return counts
+
+
+def _run_spec(config, loaded, spec, spec_cells, store, finish, counts, echo, index, total, load_s, shared) -> int:
+    """Quantize one copy for `spec` and evaluate its cells; returns the advanced cell index."""
+    _reset_peak(config.device)
+    model, report, quant_s, copy_s = loaded.model, None, 0.0, 0.0
+    if not spec.is_baseline:
+        try:
+            t0 = time.perf_counter()
+            model = copy.deepcopy(loaded.model)
+            copy_s = time.perf_counter() - t0
+            torch.manual_seed(config.seed)
+            ctx = QuantContext(tokenizer=loaded.tokenizer, device=config.device, seed=config.seed)
+            t0 = time.perf_counter()
+            report = quantize(model, spec, ctx)
+            checks.check_quant_report(report)
+            quant_s = time.perf_counter() - t0
+        except Exception as exc:  # one bad spec never stops the sweep
+            for cell in spec_cells:
+                index += 1
+                counts["failed"] += 1
+                record = _base_record(cell, config) | {
+                    "status": "error",
+                    "stage": "quantize",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                }
+                finish(cell, record, ok=False)
+                echo(f"[{index}/{total}] {cell.describe()}: FAILED to quantize: {exc}")
+            model = None
+            gc.collect()
+            return index
+    for cell in spec_cells:
+        index += 1
+        record = _base_record(cell, config)
+        record["quant_report"] = None if report is None else report.to_dict()
+        try:
+            torch.manual_seed(config.seed)
+            t0 = time.perf_counter()
+            target = EvalTarget(
+                model, loaded.tokenizer, loaded.kind, config.device, config.seed, cache_dir=str(store.root)
+            )
+            output = run_task(target, cell.task)
+            metrics = output.metrics
+            checks.check_metrics(metrics)
+            eval_s = time.perf_counter() - t0
+        except Exception as exc:
+            counts["failed"] += 1
+            record |= {
+                "status": "error",
+                "stage": "evaluate",
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+            finish(cell, record, ok=False)
+            echo(f"[{index}/{total}] {cell.describe()}: FAILED to evaluate: {exc}")
+            continue
+        record |= {
+            "status": "ok",
+            "metrics": [asdict(m) for m in metrics],
+            "timing": {
+                "load_s": load_s,
+                "load_shared_by_cells": shared,
+                "copy_s": copy_s,
+                "quantize_s": quant_s,
+                "evaluate_s": eval_s,
+            },
+            "memory": _peak_memory(config.device),
+            "kind_source": loaded.kind_source,
+        }
+        if output.items is not None:
+            store.write_items(cell.key, output.items)
+        record["has_items"] = output.items is not None
+        finish(cell, record, ok=True)
+        counts["ran"] += 1
+        shown = ", ".join(f"{m.metric}={m.value:.4g}" for m in metrics[:3])
+        echo(f"[{index}/{total}] {cell.describe()}: {shown} (quantize {quant_s:.1f}s, eval {eval_s:.1f}s)")
+    del model
+    gc.collect()
+    return index
