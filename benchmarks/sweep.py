@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -49,7 +50,7 @@ def matrix(group: int, device: str) -> list[dict]:
     return quant
 
 
-def write_checkpoints(work: Path, tokenizer_dir: str, tiny: bool) -> dict[str, str]:
+def write_checkpoints(work: Path, tokenizer_dir: str, tiny: bool) -> tuple[dict[str, str], object]:
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tiny:
         config = tiny_llama_config(vocab_size=len(tok), layers=2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -63,7 +64,7 @@ def write_checkpoints(work: Path, tokenizer_dir: str, tiny: bool) -> dict[str, s
             model.save_pretrained(path)
             tok.save_pretrained(path)
         paths[kind] = str(path)
-    return paths
+    return paths, config
 
 
 def stage_table(records: list[dict], wall: float, peak: float | None, params_model) -> tuple[list[str], dict]:
@@ -112,7 +113,7 @@ def main() -> None:
     args = ap.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
-    paths = write_checkpoints(args.work, args.tokenizer, args.tiny)
+    paths, model_config = write_checkpoints(args.work, args.tokenizer, args.tiny)
     cuda = args.device.startswith("cuda")
     peak = matmul_peak_tflops() if cuda else None
     seq = 2048 if not args.tiny else 256
@@ -130,26 +131,25 @@ def main() -> None:
     cfg_path = args.work / "sweep-bench.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
     run = args.work / "run"
+    if run.exists():  # the stage table puts the records' times against this run's wall time: start empty
+        shutil.rmtree(run)
     start = time.perf_counter()
     code = cli_main(["sweep", str(cfg_path), "--out", str(run)])
     wall = time.perf_counter() - start
     records = [json.loads(p.read_text()) for p in sorted((run / "cells").glob("[!.]*.json"))
                if not p.name.endswith(".error.json")]  # fmt: skip
     errors = len(list((run / "cells").glob("*.error.json")))
-    model = build_model(
-        paper_340m_config(len(AutoTokenizer.from_pretrained(args.tokenizer))) if not args.tiny
-        else tiny_llama_config(vocab_size=len(AutoTokenizer.from_pretrained(args.tokenizer)), layers=2),
-        "softmax",
-    )  # fmt: skip
+    with torch.device("meta"):  # only the shapes are needed, for the FLOP count
+        model = build_model(model_config, "softmax")
     lines, summary = stage_table(records, wall, peak, model)
     head = [
         f"# The paper's 340M matrix through `softpick-bench sweep` ({machine()})",
         "",
-        f"`python benchmarks/sweep.py --tokenizer {args.tokenizer} --out {args.out}`"
-        + (" --tiny" if args.tiny else "") + (f" --limit {args.limit}" if args.limit else ""),
+        f"`python benchmarks/sweep.py --tokenizer {args.tokenizer} --out {args.out}"
+        + (" --tiny" if args.tiny else "") + (f" --limit {args.limit}" if args.limit else "") + "`",
         "",
         f"{len(records)} cells ok, {errors} failed (sweep exit code {code}); random weights, "
-        f"{config['dtype']}, full task data" + ("" if args.limit is None else f" (limit {args.limit})") + ".",
+        f"{config['dtype']}, " + ("full task data." if args.limit is None else f"{args.limit} documents per lm-eval task."),
         "",
     ]
     tail = [

@@ -258,3 +258,16 @@ def test_items_file_round_trip_is_gzip_json(tmp_path):
     path = next((tmp_path / "r" / "cells").glob("*.items.json.gz"))
     assert json.loads(gzip.decompress(path.read_bytes()))["format"] == 1
     assert store.read_items(path.name.split(".")[0]) is not None
+
+
+def test_heatmap_skips_metrics_without_a_difference(tmp_path):
+    """A baseline of 0 (accuracy of a random model) leaves no relative difference: no plot, no crash."""
+    from softpick_bench.report.plots import plot_heatmap
+
+    summary = pd.DataFrame(
+        {"pair": ["p", "p"], "task": ["arc_easy", "arc_easy"], "metric": ["acc", "acc"],
+         "family": ["rtn-g32", "rtn-g32"], "axis_bits": [2, 4], "diff": [float("nan"), float("nan")]}
+    )  # fmt: skip
+    assert plot_heatmap(summary, tmp_path) == []
+    summary.loc[0, "diff"] = 0.01
+    assert len(plot_heatmap(summary, tmp_path)) == 1

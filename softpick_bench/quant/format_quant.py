@@ -15,6 +15,8 @@ Activation formats (spec.act_format, applied to every quantized linear layer's i
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import time
 
 import torch
@@ -107,11 +109,13 @@ class _FormatWeights(WeightQuantizer):
     supports_asymmetric = False  # sign-magnitude formats: no zero point
     grids = ("full",)  # floating-point formats: no integer grid convention to choose
 
+    @abstractmethod
     def quantize(self, w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-        raise NotImplementedError
+        """The fake-quantized weight, same shape and dtype."""
 
+    @abstractmethod
     def bits_per_weight(self, w: torch.Tensor, spec: QuantSpec) -> float:
-        raise NotImplementedError
+        """Stored bits per weight, scales included."""
 
     def apply(self, model, spec: QuantSpec, ctx: QuantContext) -> QuantReport:
         start = time.perf_counter()

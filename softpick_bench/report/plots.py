@@ -65,9 +65,11 @@ def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
 def plot_heatmap(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Per pair: one heatmap per task metric of (Δ softpick − Δ softmax) in % over family × bits."""
     paths = []
-    data = summary[summary["axis_bits"].notna() & (summary.task != "analysis")]
+    data = summary[summary["axis_bits"].notna() & (summary.task != "analysis") & summary["diff"].notna()]
     for pair, part in data.groupby("pair", sort=True):
         metrics = list(part[["task", "metric"]].drop_duplicates().itertuples(index=False, name=None))
+        if not metrics:  # no metric has both kinds quantized and unquantized: nothing to draw
+            continue
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics) + 1, 0.5 * part.family.nunique() + 2.4),
                                  squeeze=False)
         for ax, (task, metric) in zip(axes[0], metrics):
