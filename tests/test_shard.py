@@ -30,3 +30,26 @@ def test_shards_partition_the_plan_by_unit():
 def test_bad_shard_is_refused(bad):
     with pytest.raises(ConfigError, match="expected I/N"):
         parse_shard(bad)
+
+
+def test_a_shard_holds_both_kinds_of_each_spec():
+    """So a shard stopped half way has paired cells: softmax and softpick of one spec run together."""
+    cells = build_plan(load_config(ROOT / "configs" / "quant-matrix.yaml"))
+    for i in range(3):
+        shard = shard_cells(cells, i, 3)
+        kinds: dict = {}
+        for c in shard:
+            kinds.setdefault((c.pair, c.replicate, c.quant.label()), set()).add(c.kind)
+        assert kinds and all(k == {"softmax", "softpick"} for k in kinds.values())
+
+
+def test_units_run_pair_major(tmp_path):
+    """The runner's order: spec by spec, the two kinds of the pair alternating."""
+    from softpick_bench.sweep.runner import plan_units
+    from softpick_bench.sweep.store import ResultStore
+
+    config = load_config(ROOT / "configs" / "quant-matrix.yaml")
+    units, _ = plan_units(config, build_plan(config), ResultStore(tmp_path), echo=lambda line: None)
+    kinds = [u.group[1] for u in units]
+    assert kinds[: 4] == ["softmax", "softpick", "softmax", "softpick"]
+    assert all(units[i].spec == units[i + 1].spec for i in range(0, len(units), 2))

@@ -88,7 +88,7 @@ def add_counts(total: dict, more: dict) -> dict:
 
 
 def plan_units(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print) -> tuple[list[Unit], dict]:
-    """The pending units of a plan, in plan order; skipped, done and plan-error cells are counted
+    """The pending units of a plan, pair-major (`pair_major`); skipped, done and plan-error cells are counted
     (plan errors written as error records here, they never reach a unit)."""
     counts = new_counts()
     pending: dict[tuple[str, str, int], dict] = defaultdict(dict)
@@ -110,7 +110,7 @@ def plan_units(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=
     for error in sorted({c.error for c in cells if c.error}):
         echo(f"FAILED before any load, its cells recorded as errors: {error}")
     units = [Unit(group, spec, todo) for group, specs in pending.items() for spec, todo in specs.items()]
-    return units, counts
+    return [u for block in pair_major(units) for u in block], counts
 
 
 def run_plan(config: SweepConfig, cells: list[Cell], store: ResultStore, echo=print, claims=None) -> dict:
@@ -140,41 +140,45 @@ def claim_cells(cells: list[Cell], store: ResultStore, claims, counts: dict, ech
     return held, index
 
 
+def pair_major(units: list[Unit]) -> list[list[Unit]]:
+    """`units` in blocks of one (pair, replicate), each block spec by spec with the kinds alternating
+    (softmax, softpick, softmax, ...), so a sweep stopped half way has paired cells, not one
+    kind's whole matrix and nothing of its twin."""
+    blocks: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
+    for unit in units:
+        pair, kind, replicate = unit.group
+        blocks[(pair, replicate)][unit.spec].append(unit)
+    return [[u for same_spec in by_spec.values() for u in same_spec] for by_spec in blocks.values()]
+
+
 def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=print, claims=None) -> dict:
-    """Run `units` here: each checkpoint loaded once for its consecutive units, one quantized copy
-    at a time, every record stored before the next cell. With `claims`, each unit's cells are
-    claimed just before it runs (cells held elsewhere are left to their holder) and released as
-    their records are written; without, the caller holds them (executors claim in the driver)."""
+    """Run `units` here, pair-major (`pair_major`): the checkpoints of one (pair, replicate) stay
+    loaded while its units run, one quantized copy at a time, every record stored before the next
+    cell. With `claims`, each unit's cells are claimed just before it runs (cells held elsewhere
+    are left to their holder) and released as their records are written; without, the caller
+    holds them (executors claim in the driver)."""
     counts = new_counts()
     total = sum(len(u.cells) for u in units)
     index = 0
-    groups: dict[tuple, list[Unit]] = defaultdict(list)
+    shared_by: dict[tuple, int] = defaultdict(int)  # cells that share one load of a checkpoint
     for unit in units:
-        groups[unit.group].append(unit)
+        shared_by[unit.group] += len(unit.cells)
 
     def finish(cell, record, ok):
         (store.write if ok else store.write_error)(cell.key, record)
         if claims is not None:
             claims.release(cell.key)
 
-    for (pair_name, kind, _), group_units in groups.items():
-        loaded, load_error, load_s = None, None, 0.0
-        for unit in group_units:
+    for block in pair_major(units):
+        loaded: dict[tuple, tuple] = {}  # group -> (model or None, load error or None, load seconds)
+        for unit in block:
             spec_cells, index = claim_cells(unit.cells, store, claims, counts, echo, index, total)
             if not spec_cells:
                 continue
             try:
-                if loaded is None and load_error is None:
-                    t0 = time.perf_counter()
-                    try:
-                        loaded = load_checkpoint(spec_cells[0].checkpoint, dtype=config.dtype, device=config.device)
-                    except Exception as exc:  # a bad checkpoint fails its own cells; the other pairs run
-                        load_error = f"{type(exc).__name__}: {exc}"
-                        echo(f"{spec_cells[0].describe()} ...: FAILED to load, its cells recorded as errors: {exc}")
-                    else:
-                        load_s = time.perf_counter() - t0
-                        echo(f"loaded {pair_name}/{kind} from {loaded.source} in {load_s:.1f}s "
-                             f"({loaded.info['params']:,} params)")
+                if unit.group not in loaded:
+                    loaded[unit.group] = _load(config, unit.group, spec_cells[0], echo)
+                model, load_error, load_s = loaded[unit.group]
                 if load_error is not None:
                     for cell in spec_cells:
                         index += 1
@@ -182,9 +186,8 @@ def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=p
                                                                    "error": load_error}, ok=False)
                     counts["failed"] += len(spec_cells)
                     continue
-                shared = sum(len(u.cells) for u in group_units)
-                index = _run_spec(config, loaded, unit.spec, spec_cells, store, finish, counts, echo,
-                                  index, total, load_s, shared)
+                index = _run_spec(config, model, unit.spec, spec_cells, store, finish, counts, echo,
+                                  index, total, load_s, shared_by[unit.group])
             finally:
                 if claims is not None:
                     for cell in spec_cells:
@@ -192,6 +195,21 @@ def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=p
         del loaded
         gc.collect()
     return counts
+
+
+def _load(config: SweepConfig, group: tuple, cell: Cell, echo) -> tuple:
+    """(loaded checkpoint, None, seconds), or (None, error text, 0.0): a bad checkpoint fails its
+    own cells and the other checkpoints run."""
+    pair_name, kind, _ = group
+    t0 = time.perf_counter()
+    try:
+        loaded = load_checkpoint(cell.checkpoint, dtype=config.dtype, device=config.device)
+    except Exception as exc:
+        echo(f"{cell.describe()} ...: FAILED to load, its cells recorded as errors: {exc}")
+        return None, f"{type(exc).__name__}: {exc}", 0.0
+    load_s = time.perf_counter() - t0
+    echo(f"loaded {pair_name}/{kind} from {loaded.source} in {load_s:.1f}s ({loaded.info['params']:,} params)")
+    return loaded, None, load_s
 
 
 def _run_spec(config, loaded, spec, spec_cells, store, finish, counts, echo, index, total, load_s, shared) -> int:
