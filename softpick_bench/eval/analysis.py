@@ -33,14 +33,14 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskSpec, at_least, in_range, register_task
+from softpick_bench.eval.declared import ANALYSIS_SOURCE as DEFAULT_SOURCE
+from softpick_bench.eval.tasks import EvalTarget, Metric, TaskSpec, implements
 from softpick_bench.kernels import reference
 from softpick_bench.models.attention import HOOKS_ATTR
 
 SINK_EPS = (0.2, 0.3)
 DEAD_THRESHOLD = 1e-6
 DEAD_TOKEN_FRACTION = 0.95
-DEFAULT_SOURCE = "corpus-heldout"
 
 
 class MomentAccumulator:
@@ -238,25 +238,7 @@ HIGHER_IS_BETTER = {"sink_rate_0.2": None, "sink_rate_0.3": None, "kurtosis": No
                     "hidden_max": None, "attn_sparsity": None, "dead_heads": None}
 
 
-def _check_source(source: str) -> str | None:
-    if source == DEFAULT_SOURCE or Path(source).is_file():
-        return None
-    return f"names no file; valid: {DEFAULT_SOURCE!r} or an existing text file (.txt, .txt.gz)"
-
-
-@register_task(
-    "analysis",
-    options={
-        "n_samples": TaskOption(int, 100, "sample sequences (one forward pass each)", at_least(1)),
-        "seq_len": TaskOption(int, 64, "tokens per sample, bos included (Gu et al.'s sink metric uses 64)",
-                              at_least(2)),
-        "seed": TaskOption(int, 0, "which windows of the sample text are taken", in_range(0, 2**32 - 1)),
-        "source": TaskOption(str, DEFAULT_SOURCE, "'corpus-heldout' (held-out corpus slice) or a text file path",
-                             _check_source),
-        "prepend_bos": TaskOption(bool, True, "start every sample with bos (False: an arbitrary text token first)"),
-    },
-    description="paper section 4: sink rate, kurtosis, hidden min/max, attention sparsity, dead heads",
-)
+@implements("analysis")  # options: eval/declared.py
 def analysis_task(target: EvalTarget, spec: TaskSpec) -> list[Metric]:
     docs, digest = source_documents(spec.option("source"))
     rows = sample_sequences(target.tokenizer, docs, spec.option("n_samples"), spec.option("seq_len"),

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from softpick_bench.eval import items
-from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskOutput, TaskSpec, register_task
+from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOutput, TaskSpec, implements
 from softpick_bench.models.checkpoint import vocab_digest
 
 
@@ -59,15 +59,7 @@ def window_nlls(model, ids: torch.Tensor, seq_len: int, batch_size: int, device:
     return sums
 
 
-@register_task(
-    "wikitext2",
-    options={
-        "seq_len": TaskOption(int, 2048, "window length in tokens"),
-        "batch_size": TaskOption(int, 8, "windows per forward pass"),
-        "max_windows": TaskOption(int, None, "evaluate only the first N windows (None = all)"),
-    },
-    description="WikiText-2 raw test perplexity, GPTQ convention (metric ppl_gptq)",
-)
+@implements("wikitext2")  # options: eval/declared.py
 def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     seq_len, batch_size, max_windows = spec.option("seq_len"), spec.option("batch_size"), spec.option("max_windows")
     ids = _tokenized_test_text(target.tokenizer)

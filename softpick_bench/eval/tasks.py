@@ -2,8 +2,8 @@
 
 A TaskSpec is frozen and JSON-serialisable (it is part of each cell's cache key). An
 evaluator receives the model under test and the spec and returns metric records.
-Each task declares its options, with defaults, so a config can be checked before any
-model is loaded.
+Each task declares its options, with defaults (eval/declared.py, no torch), so a config
+can be checked before any model, or any evaluator module, is loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from softpick_bench.errors import TaskError, shown
+from softpick_bench.eval.declared import TaskOption, at_least, in_range  # noqa: F401  (re-exported)
+from softpick_bench.eval.declared import declare, declared_task, task_names  # noqa: F401  (task_names too)
 
 
 @dataclass(frozen=True)
@@ -55,24 +57,6 @@ class TaskOutput:
     items: dict | None = None
 
 
-@dataclass(frozen=True)
-class TaskOption:
-    type: type | tuple[type, ...]
-    default: Any
-    help: str
-    check: Callable[[Any], str | None] | None = None  # value -> what would be valid, or None if fine
-
-
-def at_least(low: int) -> Callable[[Any], str | None]:
-    """A TaskOption check: an integer >= low."""
-    return lambda value: None if value >= low else f"must be >= {low}"
-
-
-def in_range(low: int, high: int) -> Callable[[Any], str | None]:
-    """A TaskOption check: an integer in low..high (both included)."""
-    return lambda value: None if low <= value <= high else f"must be in {low}..{high}"
-
-
 @dataclass
 class TaskDef:
     name: str
@@ -94,15 +78,25 @@ class EvalTarget:
     cache_dir: str | None = None  # the run folder: request caches persist there (None: this process only)
 
 
-_TASKS: dict[str, TaskDef] = {}
+_TASKS: dict[str, TaskDef] = {}  # the declared tasks whose evaluator module has been imported
 
 
-def register_task(name: str, options: dict[str, TaskOption], description: str, packages: tuple[str, ...] = ()):
+def implements(name: str):
+    """Decorator: `fn` runs the task declared (eval.declared) under `name`."""
+    decl = declared_task(name)
+
     def deco(fn):
-        _TASKS[name] = TaskDef(name=name, run=fn, options=options, description=description, packages=packages)
+        _TASKS[name] = TaskDef(name=name, run=fn, options=decl.options, description=decl.description,
+                               packages=decl.packages)
         return fn
 
     return deco
+
+
+def register_task(name: str, options: dict[str, TaskOption], description: str, packages: tuple[str, ...] = ()):
+    """Decorator for a task of one's own: declare it and implement it in one go."""
+    declare(name, options, description, packages)
+    return implements(name)
 
 
 def _load_task_modules() -> None:
@@ -112,15 +106,13 @@ def _load_task_modules() -> None:
 
 
 def get_task(name: str) -> TaskDef:
-    _load_task_modules()
+    """The task with its `run`: imports the evaluator modules (torch, transformers) on first use."""
+    declared_task(name)
     if name not in _TASKS:
-        raise TaskError(f"unknown task {name!r}; valid: {', '.join(task_names())}")
+        _load_task_modules()
+    if name not in _TASKS:
+        raise TaskError(f"task {name!r} is declared but no evaluator module implements it")
     return _TASKS[name]
-
-
-def task_names() -> list[str]:
-    _load_task_modules()
-    return sorted(_TASKS)
 
 
 def make_spec(name: str, given: dict) -> TaskSpec:
@@ -128,7 +120,7 @@ def make_spec(name: str, given: dict) -> TaskSpec:
 
     Raises TaskError naming the unknown option or the wrong type, with the valid ones.
     """
-    task = get_task(name)
+    task = declared_task(name)
     unknown = set(given) - set(task.options)
     if unknown:
         raise TaskError(

@@ -1,7 +1,7 @@
 """lm-evaluation-harness as the engine for the standard benchmarks (ARC, LAMBADA, PIQA, SciQ, ...).
 
 tasks.py: our task YAMLs (official lm-eval definitions, local data); bridge.py: the model
-object handed to lm-eval; evaluate.py: the registry entries (imports lm_eval lazily).
+object handed to lm-eval; evaluate.py: the evaluators of the tasks declared in eval/declared.py
+(imports lm_eval lazily). Importing this package registers nothing: eval.declared reads
+tasks.py, and eval.load_task_modules imports evaluate.py.
 """
-
-from softpick_bench.eval.harness import evaluate  # noqa: F401  (registers the tasks)

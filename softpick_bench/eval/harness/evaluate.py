@@ -20,19 +20,12 @@ import time
 from softpick_bench.errors import TaskError
 from softpick_bench.eval import items
 from softpick_bench.eval.harness.tasks import HARNESS_TASKS, SOURCES, data_manifest
-from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOption, TaskOutput, TaskSpec, register_task
+from softpick_bench.eval.declared import HARNESS_OPTIONS
+from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOutput, TaskSpec, implements
 
 log = logging.getLogger(__name__)
 
-OPTIONS = {
-    "limit": TaskOption(int, None, "evaluate only the first N documents (None = all)"),
-    "num_fewshot": TaskOption(int, 0, "few-shot examples (the paper is zero-shot; >0 needs source 'hub')"),
-    "batch_size": TaskOption(int, 32, "most requests per forward pass"),
-    "batch_tokens": TaskOption(int, None, "most padded tokens per forward pass (None = no budget)"),
-    "max_length": TaskOption(int, None, "context window in tokens (None = the model's max_position_embeddings)"),
-    "source": TaskOption(str, "local", "'local': shipped data through our YAMLs; 'hub': lm-eval's hub tasks"),
-    "bootstrap_iters": TaskOption(int, 100000, "bootstrap resamples for stderrs lm-eval bootstraps (perplexity)"),
-}
+OPTIONS = HARNESS_OPTIONS  # declared in eval/declared.py
 
 
 def _number(value) -> float | None:
@@ -232,9 +225,5 @@ def _items(per_doc: list[dict], task, limit: int | None, name: str) -> dict:
     return items.payload(name, per_metric)
 
 
-for _name, _task in HARNESS_TASKS.items():
-    register_task(
-        _name,
-        options=OPTIONS,
-        description=f"lm-eval {_task.lm_eval_name} (official task definition; zero-shot on shipped data by default)",
-    )(run_harness_task)
+for _name in HARNESS_TASKS:
+    implements(_name)(run_harness_task)
