@@ -19,7 +19,7 @@ BNB_LOGGER = "bitsandbytes.backends.cpu.ops"  # warns at import (CPU gemm kernel
 class _HeldWarnings(logging.Filter):
     """Holds back bitsandbytes' import-time warning; it is replayed only if a bnb cell will run.
 
-    bitsandbytes is imported when the config is validated (the backends are listed), long before
+    bitsandbytes is imported when the plan is built (every backend is loaded to check its cells), before
     anyone knows whether bnb runs, so the warning cannot be avoided, only deferred.
     """
 

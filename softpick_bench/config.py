@@ -36,14 +36,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-# Only light modules here: structural errors must print before torch/transformers load. The task and
-# backend registries (which import them) are consulted when the tasks and the quant grid are checked.
+# Only light modules here: every config error must print before torch, transformers, lm_eval or the
+# quant libraries load. Tasks and methods are checked against their declarations (eval/declared.py,
+# quant/declared.py), not against the evaluators and backends that implement them.
 from softpick_bench.errors import ConfigError, TaskError, shown
+from softpick_bench.eval.declared import ANALYSIS_SOURCE
 from softpick_bench.eval.harness.tasks import HARNESS_TASKS, SOURCES
 from softpick_bench.eval.tasks import TaskSpec, make_spec, task_names
 from softpick_bench.models.names import DTYPE_NAMES as DTYPES, HUB_ID as _HUB_ID
 from softpick_bench.quant.declared import BNB_BLOCKSIZES as BLOCKSIZES, BNB_QUANT_TYPES as QUANT_TYPES
-from softpick_bench.quant.declared import DEFAULT_CALIBRATION
+from softpick_bench.quant.declared import DEFAULT_CALIBRATION, declared_method, methods
 from softpick_bench.quant.spec import GRIDS, QuantSpec
 from softpick_bench.strict_yaml import YAMLInputError, load_yaml
 
@@ -111,7 +113,7 @@ TASK_OPTION_RULES: dict[str, dict[str, tuple]] = {
     **{name: _HARNESS_RULES for name in HARNESS_TASKS},
 }
 FILE_OPTIONS = {"analysis": ("source",)}  # task options naming a file (else a built-in name)
-BUILTIN_FILES = {"analysis": {"source": "corpus-heldout"}, "gptq": {"calibration": DEFAULT_CALIBRATION}}
+BUILTIN_FILES = {"analysis": {"source": ANALYSIS_SOURCE}, "gptq": {"calibration": DEFAULT_CALIBRATION}}
 
 
 @dataclass(frozen=True)
@@ -276,16 +278,14 @@ def _resolve_file(where: _Where, key: str, value: Any, builtin: str, base: Path)
 
 
 def _check_options(where: _Where, key: str, method: str, options: dict, base: Path) -> dict:
-    from softpick_bench.quant.base import get_backend
-
-    backend = get_backend(method)
+    declared = declared_method(method).options
     rules = METHOD_OPTION_RULES.get(method, {})
     out = {}
     for name, value in options.items():
-        if name not in backend.options:
+        if name not in declared:
             raise where.error(
                 f"{key}.options.{str(name)[:60]}",
-                f"method {method!r} has no such option; valid: {sorted(backend.options) or 'none'}",
+                f"method {method!r} has no such option; valid: {sorted(declared) or 'none'}",
             )
         if name in rules and not rules[name][0](value):
             raise where.error(f"{key}.options.{name}", f"must be {rules[name][1]}, got {shown(value)}")
@@ -296,8 +296,6 @@ def _check_options(where: _Where, key: str, method: str, options: dict, base: Pa
 
 
 def _validate_spec(where: _Where, key: str, d: dict, base: Path) -> QuantSpec:
-    from softpick_bench.quant.base import get_backend, methods
-
     method = d.get("method", "none")
     if method not in methods():
         raise where.error(f"{key}.method", f"unknown method {shown(method)}; valid: {', '.join(methods())}")
@@ -307,7 +305,7 @@ def _validate_spec(where: _Where, key: str, d: dict, base: Path) -> QuantSpec:
             if d.get(k) not in (None, {}):
                 raise where.error(f"{key}.{k}", f"method 'none' quantizes no weights, so {k} cannot be set")
     else:
-        valid_bits = sorted(set(SUITE_BITS) | get_backend(method).bits)
+        valid_bits = sorted(set(SUITE_BITS) | declared_method(method).bits)
         if bits is None:
             raise where.error(f"{key}.bits", f"method {method!r} needs bits; valid: {valid_bits}")
         _check_int(where, f"{key}.bits", bits, valid_bits, "bits")

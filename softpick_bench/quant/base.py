@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from softpick_bench.errors import UnsupportedQuantError
+from softpick_bench.quant import declared
 from softpick_bench.quant.spec import GRIDS, QuantReport, QuantSpec
 
 
@@ -33,10 +34,10 @@ class WeightQuantizer(ABC):
     """Base class: subclasses set the class attributes and implement `apply`."""
 
     name: str = ""
-    bits: frozenset[int] = frozenset()
+    bits: frozenset[int] = frozenset()  # a declared method's come from quant/declared.py (register sets them)
     devices: frozenset[str] = frozenset({"cpu", "cuda"})
     needs_calibration: bool = False
-    options: dict[str, str] = {}  # option name -> one-line description
+    options: dict[str, str] = {}  # option name -> one-line description (likewise)
     supports_group_size: bool = True
     supports_asymmetric: bool = True
     supports_symmetric: bool = True
@@ -73,7 +74,19 @@ _REGISTRY: dict[str, WeightQuantizer] = {}
 
 
 def register(cls: type[WeightQuantizer]) -> type[WeightQuantizer]:
-    """Class decorator: make a backend available under its `name`."""
+    """Class decorator: make a backend available under its `name`.
+
+    A method declared in quant/declared.py takes its `bits` and `options` from there (the class must not
+    set them); any other (a backend of one's own) is declared here from its class attributes.
+    """
+    decl = declared.METHODS.get(cls.name)
+    if decl is None:
+        decl = declared.declare(cls.name, cls.bits, cls.options)
+    else:
+        own = sorted({"bits", "options"} & set(vars(cls)))
+        if own:
+            raise TypeError(f"{cls.__name__} sets {own}; method {cls.name!r} declares them in quant/declared.py")
+    cls.bits, cls.options = decl.bits, decl.options
     _REGISTRY[cls.name] = cls()
     return cls
 

@@ -47,14 +47,7 @@ def _dequantize_int8(layer) -> torch.Tensor:
 
 @register
 class BNB(WeightQuantizer):
-    name = "bnb"
-    bits = frozenset({4, 8})
-    options = {
-        "quant_type": "4-bit only: nf4 (default) or fp4",
-        "blocksize": "4-bit only: weights per absmax block (default 64)",
-        "double_quant": "4-bit only: quantize the absmax values too (default false)",
-        "threshold": "8-bit only: LLM.int8 outlier threshold (default 6.0; 0.0 = no outlier columns)",
-    }
+    name = "bnb"  # bits and options: quant/declared.py
     supports_group_size = False  # blocksize is the 4-bit group; int8 is per row
     supports_asymmetric = False  # absmax formats, no zero point
     grids = ("full",)  # nf4/fp4/int8 are bitsandbytes' own formats: no grid convention to choose

@@ -146,9 +146,7 @@ def _check_block(name: str, spec: QuantSpec, block: int) -> None:
 
 @register
 class FP8(_FormatWeights):
-    name = "fp8"
-    bits = frozenset({8})
-    options = {"format": "e4m3 (default) or e5m2"}
+    name = "fp8"  # bits and options: quant/declared.py
 
     def check(self, spec: QuantSpec, device: str) -> None:
         super().check(spec, device)
@@ -174,8 +172,7 @@ class FP8(_FormatWeights):
 
 @register
 class MXFP4(_FormatWeights):
-    name = "mxfp4"
-    bits = frozenset({4})
+    name = "mxfp4"  # bits: quant/declared.py
 
     def check(self, spec: QuantSpec, device: str) -> None:
         super().check(spec, device)
@@ -190,8 +187,7 @@ class MXFP4(_FormatWeights):
 
 @register
 class NVFP4(_FormatWeights):
-    name = "nvfp4"
-    bits = frozenset({4})
+    name = "nvfp4"  # bits: quant/declared.py
 
     def check(self, spec: QuantSpec, device: str) -> None:
         super().check(spec, device)

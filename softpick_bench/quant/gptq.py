@@ -148,17 +148,8 @@ def collect_hessians(block: nn.Module, inputs, modules: dict[str, nn.Linear]) ->
 
 @register
 class GPTQ(WeightQuantizer):
-    name = "gptq"
-    bits = frozenset(range(2, 9))
+    name = "gptq"  # bits and options: quant/declared.py
     needs_calibration = True
-    options = {
-        "damp": "dampening, as a fraction of the mean Hessian diagonal added to it (default 0.01)",
-        "act_order": "quantize columns by decreasing Hessian diagonal, with static groups (default false)",
-        "block_size": "columns per lazy-update block (default 128)",
-        "nsamples": "calibration sequences (default 128)",
-        "seq_len": "calibration sequence length (default 2048, capped at the model's max positions)",
-        "calibration": f"calibration text: {DEFAULT_SOURCE!r} (shipped slice) or a .txt/.txt.gz path",
-    }
 
     def check(self, spec: QuantSpec, device: str) -> None:
         super().check(spec, device)

@@ -30,9 +30,7 @@ META_BITS = 16  # scale and zero are kept in 16 bits (quant_scale / quant_zero o
 
 @register
 class HQQ(WeightQuantizer):
-    name = "hqq"
-    bits = frozenset({1, 2, 3, 4, 5, 6, 8})  # hqq has no 7-bit packing
-    options = {"axis": "axis along which groups are formed: 1 (input dim, default) or 0"}
+    name = "hqq"  # bits (no 7-bit packing) and options: quant/declared.py
     packages = ("hqq",)
     grids = ("full",)  # always asymmetric: no symmetric grid convention to choose
     supports_symmetric = False

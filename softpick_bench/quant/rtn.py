@@ -91,9 +91,7 @@ def effective_bits(bits: int, in_features: int, group_size: int | None, symmetri
 
 @register
 class RTN(WeightQuantizer):
-    name = "rtn"
-    bits = frozenset(range(2, 9))
-    options = {}
+    name = "rtn"  # bits and options: quant/declared.py
 
     def apply(self, model, spec: QuantSpec, ctx: QuantContext) -> QuantReport:
         start = time.perf_counter()
