@@ -196,8 +196,10 @@ def _ray_unit(config, unit: Unit, out: str):
 
 
 def start_local_ray(ray, cpus: int | None) -> None:
-    """A local Ray instance for this process: `cpus` CPUs (None: Ray's count, which heeds cgroup limits)."""
-    ray.init(num_cpus=cpus, include_dashboard=False)
+    """A new local Ray instance for this process: `cpus` CPUs (None: Ray's count, which heeds cgroup
+    limits). address="local": with no address, ray.init would join a cluster named by RAY_ADDRESS
+    or the latest `ray start` on this machine (someone else's) instead."""
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
 
 
 def ray_runtime_env() -> dict:
