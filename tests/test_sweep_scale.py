@@ -136,37 +136,61 @@ def local_run(tmp_path_factory):
     return cfg, _values(tmp / "run")
 
 
-def test_process_executor_matches_local_and_contains_a_crash(local_run, tmp_path, monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(PLUGINS))  # spawn children inherit sys.path and the environment
-    monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
-    cfg, expected = local_run
+def _with_abort(cfg, tmp_path):
+    """`cfg` plus a spec whose quantizer aborts its process: 2 more cells, both failing."""
     raw = yaml.safe_load(cfg.read_text())
     raw["quant"].append({"method": "abort_test", "bits": 4})
-    cfg = tmp_path / "crash.yaml"
-    cfg.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "run"
-    assert main(["sweep", str(cfg), "--out", str(out), "--executor", "process"]) == 1
-    text = capsys.readouterr().out
+    path = tmp_path / "crash.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _check_crash_contained(out, text, expected, error_has: str):
     assert "6 cells ran" in text and "2 failed" in text
     errors = [json.loads(p.read_text()) for p in (out / "cells").glob("*.error.json")]
     assert len(errors) == 2 and {e["quant"]["method"] for e in errors} == {"abort_test"}
-    assert all(e["stage"] == "worker" and "SIGABRT" in e["error"] for e in errors)
+    assert all(e["stage"] == "worker" and error_has in e["error"] for e in errors), errors
     pd.testing.assert_frame_equal(_values(out), expected)
     assert not list((out / "claims").glob("*"))
+
+
+def test_process_executor_matches_local_and_contains_a_crash(local_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(PLUGINS))  # the forkserver's children get the driver's sys.path and backends
+    monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
+    cfg, expected = local_run
+    out = tmp_path / "run"
+    assert main(["sweep", str(_with_abort(cfg, tmp_path)), "--out", str(out), "--executor", "process"]) == 1
+    _check_crash_contained(out, capsys.readouterr().out, expected, "SIGABRT")
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
+    """A local 2-CPU Ray instance, started as `sweep --executor ray --ray-cpus 2` starts one. Its
+    workers inherit the environment of its start: ABORT_TEST_LOG is set for that start only, and the
+    test sets the plugin's path and backend afterwards, so only the executor's runtime env carries them."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    yield ray
+    from softpick_bench.sweep.executors import start_local_ray
+
+    attempts = tmp_path_factory.mktemp("ray") / "abort-attempts.log"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ABORT_TEST_LOG", str(attempts))
+        mp.delenv("SOFTPICK_BENCH_BACKENDS", raising=False)
+        start_local_ray(ray, cpus=2)
+    yield attempts
     ray.shutdown()
 
 
-def test_ray_executor_matches_local(local_run, ray_cluster, tmp_path, capsys):
+def test_ray_executor_matches_local_and_contains_a_crash(local_run, ray_cluster, tmp_path, monkeypatch, capsys):
+    from softpick_bench.sweep import executors
+
+    monkeypatch.setattr(executors, "RAY_MAX_RETRIES", 1)  # one retry shows retrying; each costs a worker start
+    monkeypatch.syspath_prepend(str(PLUGINS))  # the driver validates the plan with the backend loaded
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
     cfg, expected = local_run
     out = tmp_path / "run"
-    assert main(["sweep", str(cfg), "--out", str(out), "--executor", "ray"]) == 0
-    assert "6 cells ran" in capsys.readouterr().out
-    pd.testing.assert_frame_equal(_values(out), expected)
-    assert not list((out / "claims").glob("*"))
+    assert main(["sweep", str(_with_abort(cfg, tmp_path)), "--out", str(out), "--executor", "ray"]) == 1
+    _check_crash_contained(out, capsys.readouterr().out, expected, "WorkerCrashedError")
+    attempts = ray_cluster.read_text().splitlines()
+    assert len(attempts) == 2 * 2, attempts  # each crashing unit: its run and its retry
+    assert all(line.endswith(" nice=0") for line in attempts), attempts  # not Ray's default nice 15

@@ -13,6 +13,12 @@ With `process` and `ray` the driver claims a unit's cells (claims.py) when it di
 unit and releases them once the unit is back, so its heartbeat covers cells computed elsewhere.
 Ray workers write their records straight into the results folder: on a cluster it must be
 on a filesystem every node mounts at the same path.
+
+Ray tasks carry their own runtime env (`ray_runtime_env`), so a cluster started elsewhere, or
+before the driver set its environment, runs them like this process: the package from the tree
+this process imported it from, the driver's PYTHONPATH and extra backends, and worker niceness
+0. Ray starts its workers at nice 15 by default; on a machine that other jobs keep busy, the
+sweep's workers then get a few percent of a core and a sweep of seconds takes many minutes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 import signal
 import sys
 import time
+from pathlib import Path
 
 from softpick_bench.errors import ConfigError
 from softpick_bench.quant import BACKENDS_ENV
@@ -188,6 +195,33 @@ def _ray_unit(config, unit: Unit, out: str):
     return counts, lines
 
 
+def start_local_ray(ray, cpus: int | None) -> None:
+    """A new local Ray instance for this process: `cpus` CPUs (None: Ray's count, which heeds cgroup
+    limits). address="local": with no address, ray.init would join a cluster named by RAY_ADDRESS
+    or the latest `ray start` on this machine (someone else's) instead."""
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
+
+
+def ray_runtime_env() -> dict:
+    """The runtime env of the sweep's Ray tasks (merged by Ray into the job's own, these keys winning).
+
+    PYTHONPATH: the source tree this process imported softpick_bench from (a checkout, not an
+    installed copy), then the driver's PYTHONPATH; on a cluster the tree must be at the same path
+    on every node (or the package installed there). RAY_worker_niceness=0: Ray renices workers to
+    15 by default (see the module docstring)."""
+    import softpick_bench
+
+    root = Path(softpick_bench.__file__).resolve().parents[1]
+    path = [str(root)] if (root / "pyproject.toml").is_file() else []
+    path += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in path]
+    env = {"RAY_worker_niceness": "0"}
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(path)
+    if os.environ.get(BACKENDS_ENV):
+        env[BACKENDS_ENV] = os.environ[BACKENDS_ENV]
+    return {"env_vars": env}
+
+
 class _RayRunner:
     def __init__(self, config, store, address, cpus):
         try:
@@ -202,12 +236,10 @@ class _RayRunner:
         self.dispatch = dispatch
         ray = self.ray
         if not ray.is_initialized():
-            env = {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", BACKENDS_ENV)}
-            runtime_env = {"env_vars": env} if env else None
             if self.address:
-                ray.init(address=self.address, runtime_env=runtime_env)
+                ray.init(address=self.address)
             else:
-                ray.init(num_cpus=self.cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+                start_local_ray(ray, self.cpus)
             self.started = True
         cuda = self.config.device.startswith("cuda")
         resources = ray.cluster_resources()
@@ -215,7 +247,8 @@ class _RayRunner:
             raise ConfigError(f"device {self.config.device!r} but the Ray cluster has no GPU: {resources}")
         self.slots = max(1, int(resources.get("GPU" if cuda else "CPU", 1)))
         options = {"num_gpus": 1} if cuda else {"num_cpus": 1}
-        self.task = ray.remote(max_retries=RAY_MAX_RETRIES, retry_exceptions=False, **options)(_ray_unit)
+        self.task = ray.remote(max_retries=RAY_MAX_RETRIES, retry_exceptions=False, runtime_env=ray_runtime_env(),
+                               **options)(_ray_unit)
 
     def stop(self) -> None:
         if self.started:

@@ -1,7 +1,9 @@
 """A test-only backend whose quantizer kills its process (os.abort: SIGABRT), as a native crash would.
 
 Loaded through SOFTPICK_BENCH_BACKENDS=abort_backend (with tests/plugins on the path), so the child
-processes of `--executor process` register it too.
+processes of `--executor process` and the Ray workers of `--executor ray` register it too. With
+ABORT_TEST_LOG set, each attempt first appends a line (its pid and niceness) to that file, so a
+test can count the retries of a crashing unit and see the priority its worker ran at.
 """
 
 import os
@@ -15,4 +17,8 @@ class AbortQuantizer(WeightQuantizer):
     bits = frozenset({4})
 
     def apply(self, model, spec, ctx):
+        log = os.environ.get("ABORT_TEST_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"pid={os.getpid()} nice={os.nice(0)}\n")
         os.abort()
