@@ -271,3 +271,18 @@ def test_heatmap_skips_metrics_without_a_difference(tmp_path):
     assert plot_heatmap(summary, tmp_path) == []
     summary.loc[0, "diff"] = 0.01
     assert len(plot_heatmap(summary, tmp_path)) == 1
+
+
+@pytest.mark.parametrize("across, per_seed, expected", [
+    ("less", ["less", "less"], "less"),
+    ("less", ["less", "noise"], "noise"),  # two seeds that agree by chance: no call without each seed's test
+    ("more", ["noise", "noise"], "noise"),
+    ("noise", ["less", "less"], "seeds-less"),  # every seed agrees, the spread leaves the mean unbounded
+    ("noise", ["more", "more", "more"], "seeds-more"),
+    ("noise", ["less", "more"], "noise"),
+    ("more", ["untested", "untested"], "more"),  # no per-item results: the interval across seeds alone
+])
+def test_verdict_over_seeds_needs_each_seeds_own_test(across, per_seed, expected):
+    from softpick_bench.report.compare import seeds_verdict
+
+    assert seeds_verdict(across, per_seed) == expected

@@ -97,6 +97,19 @@ def verdict(low: float, high: float) -> str:
     return "noise"
 
 
+def seeds_verdict(across: str, per_seed: list[str]) -> str:
+    """The verdict over several seeds, from the interval across seeds (`across`) and each seed's own
+    paired test (`per_seed`). With few seeds a t interval can come out narrow by chance, so a
+    difference is called only where every seed's own test agrees with it; where every seed's test
+    agrees but the spread across seeds is too wide to bound the mean: 'seeds-less' / 'seeds-more'."""
+    if "untested" in per_seed:
+        return across  # no per-item results for some seed: the interval across seeds alone
+    for side in ("less", "more"):
+        if all(v == side for v in per_seed):
+            return side if across == side else f"seeds-{side}"
+    return "noise"
+
+
 def across_replicates(per_rep: pd.DataFrame) -> pd.DataFrame:
     """One row per (pair, task, metric, quant): means over seeds and the interval of the difference."""
     rows = []
@@ -126,5 +139,8 @@ def across_replicates(per_rep: pd.DataFrame) -> pd.DataFrame:
         row["kind_test"] = part["kind_test"].iloc[0]
         row["n_compared"] = part["n_compared"].iloc[0]
         row["verdict"] = verdict(row["diff_low"], row["diff_high"])
+        if n >= 2:
+            per_seed = [verdict(lo, hi) for lo, hi in zip(part["diff_low"], part["diff_high"])]
+            row["verdict"] = seeds_verdict(row["verdict"], per_seed)
         rows.append(row)
     return pd.DataFrame(rows)

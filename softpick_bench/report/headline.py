@@ -12,7 +12,8 @@ from softpick_bench.report.directions import ANALYSIS_DIRECTIONS, NOT_COMPARABLE
 from softpick_bench.report.doc import Block, Bullets, Heading, Para, Table
 from softpick_bench.report.tables import quant_order
 
-VERDICT_WORDS = {"less": "softpick less", "more": "softpick more", "noise": "within noise", "untested": "untested"}
+VERDICT_WORDS = {"less": "softpick less", "more": "softpick more", "noise": "within noise", "untested": "untested",
+                 "seeds-less": "less in each seed only", "seeds-more": "more in each seed only"}
 DEFINITIONS = (
     "Relative degradation Δ = (quantized − baseline) / baseline of the same model, signed so that positive "
     "is worse (for higher-is-better metrics (baseline − quantized) / baseline). Difference = Δ softpick − "
@@ -51,7 +52,10 @@ def _seeds_note(summary: pd.DataFrame, per_rep: pd.DataFrame) -> str:
     if n >= 2:
         return (f"{n} training seeds: values and Δ are means over seeds; the 95% interval is the Student-t "
                 f"interval of the mean difference over seeds ({n - 1} degrees of freedom); p are each seed's own "
-                f"paired test of the difference, in seed order.")
+                f"paired test of the difference, in seed order. Verdict: softpick less (more) where that interval lies "
+                f"below (above) 0 and every seed's own paired 95% interval does too; less (more) in each seed only "
+                f"where every seed's own test agrees but the spread across {n} seeds is too wide to bound the mean; "
+                f"within noise otherwise.")
     tested = summary["interval"].dropna()
     if len(tested):
         return (f"One seed. 95% interval and p: {tested.iloc[0]} over the items, all four cells (both baselines, "
@@ -104,12 +108,16 @@ def family_sentences(summary: pd.DataFrame) -> list[str]:
         def where(rows):
             return ", ".join(_point(r) for _, r in rows.iterrows())
 
-        groups = {v: part[part.verdict == v] for v in ("less", "more", "noise", "untested")}
+        groups = {v: part[part.verdict == v] for v in ("less", "more", "seeds-less", "seeds-more", "noise", "untested")}
         clauses = []
         if len(groups["less"]):
             clauses.append(f"softpick degrades less at {where(groups['less'])}")
         if len(groups["more"]):
             clauses.append(f"softpick degrades more at {where(groups['more'])}")
+        for side in ("less", "more"):
+            if len(groups[f"seeds-{side}"]):
+                clauses.append(f"softpick degrades {side} in every seed's own test (too few seeds to bound "
+                               f"the mean) at {where(groups[f'seeds-{side}'])}")
         if len(groups["noise"]):
             clauses.append(f"the difference is within noise at {where(groups['noise'])}")
         if len(groups["untested"]):
