@@ -23,17 +23,28 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _panels(n: int, columns: int, width: float, height: float, **kw):
+    """A figure of n panels wrapped into rows of at most `columns` (a study of many methods or
+    metrics stays readable); the unused panels of the last row are hidden. Returns (fig, axes list)."""
+    ncols = min(n, columns)
+    nrows = -(-n // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(width * ncols + 0.8, height * nrows), squeeze=False, **kw)
+    axes = list(grid.flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """One PNG per (pair, task, metric) of the across-replicates summary (compare.across_replicates)."""
     paths = []
     curves = summary[summary["axis_bits"].notna() & (summary.task != "analysis")]
     for (pair, task, metric), part in curves.groupby(["pair", "task", "metric"], sort=True):
         families = list(dict.fromkeys(part["family"]))
-        fig, axes = plt.subplots(1, len(families), figsize=(max(6.0, 4.2 * len(families) + 0.8), 4.0), squeeze=False,
-                                 sharey=True)
+        fig, axes = _panels(len(families), 5, 4.2 if len(families) > 1 else 5.2, 4.0, sharey=True)
         base = part.iloc[0]
         interval = part["interval"].dropna()
-        for ax, family in zip(axes[0], families):
+        for ax, family in zip(axes, families):
             line = part[part.family == family].sort_values("axis_bits")
             x = line["axis_bits"].astype(float).to_numpy()
             for i, kind in enumerate(("softmax", "softpick")):
@@ -47,14 +58,17 @@ def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
                     ax.fill_between(xs, low, high, color=COLORS[kind], alpha=0.18, linewidth=0)
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xticks(sorted(set(x)))
+            if len(set(x)) == 1:  # one setting: keep the two kinds' offset small on the axis
+                ax.set_xlim(x[0] - 1, x[0] + 1)
             ax.set_title(family, fontsize=10)
             ax.set_xlabel("bits")
             ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel(f"Δ {metric} vs own baseline (%, + = worse)")
-        axes[0][0].legend(fontsize=8)
+        for ax in axes[::5]:  # the first panel of each row
+            ax.set_ylabel(f"Δ {metric} vs own baseline (%, + = worse)")
+        axes[0].legend(fontsize=8)
         band = f"bands: 95% {interval.iloc[0]}" if len(interval) else "no intervals (no per-item results)"
         fig.suptitle(f"{pair} · {task} · {metric}: relative degradation vs bits\n({band})", fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.96))  # room for the suptitle
         path = out_dir / _safe(f"{pair}-{task}-{metric}-degradation.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -70,9 +84,8 @@ def plot_heatmap(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         metrics = list(part[["task", "metric"]].drop_duplicates().itertuples(index=False, name=None))
         if not metrics:  # no metric has both kinds quantized and unquantized: nothing to draw
             continue
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics) + 1, 0.5 * part.family.nunique() + 2.4),
-                                 squeeze=False)
-        for ax, (task, metric) in zip(axes[0], metrics):
+        fig, axes = _panels(len(metrics), 3, 6.5, 0.5 * part.family.nunique() + 2.4)
+        for ax, (task, metric) in zip(axes, metrics):
             m = part[(part.task == task) & (part.metric == metric)]
             grid = m.pivot_table(index="family", columns="axis_bits", values="diff", aggfunc="first") * 100
             lim = float(np.nanmax(np.abs(grid.to_numpy()))) or 1.0
@@ -87,7 +100,7 @@ def plot_heatmap(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_title(f"{task} · {metric}", fontsize=9)
             fig.colorbar(im, ax=ax, shrink=0.8, label="Δ softpick − Δ softmax (%)")
         fig.suptitle(f"{pair}: softpick − softmax relative degradation (blue: softpick degrades less)", fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.96))  # room for the suptitle
         path = out_dir / _safe(f"{pair}-heatmap.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
