@@ -127,10 +127,10 @@ def test_generated_sentences_follow_the_numbers(one_seed):
     ppl = rep.headline["syn · wikitext2 · ppl_gptq (lower is better)"]
     assert len(ppl) == 1 and ppl[0].startswith("**rtn-g32**: softpick degrades less at 2 bits")
     assert "4 bits" in ppl[0].split(";")[0]
-    assert "within noise at 8 bits" in ppl[0]  # 8 bits: both models unchanged
+    assert "no difference at 0.01% at 8 bits" in ppl[0]  # 8 bits: both models unchanged, interval [0, 0]
     acc = rep.headline["syn · arc_easy · acc (higher is better)"][0]
     assert "softpick degrades less at 2 bits" in acc
-    assert "8 bits (+0.00%)" in acc and "within noise" in acc  # keep = 1 at 8 bits: identical
+    assert "no difference at 0.01% at 8 bits (+0.00%)" in acc  # keep = 1 at 8 bits: identical
 
 
 def test_mcnemar_and_bootstrap_values_in_the_table_are_the_statistics(one_seed):
@@ -286,3 +286,12 @@ def test_verdict_over_seeds_needs_each_seeds_own_test(across, per_seed, expected
     from softpick_bench.report.compare import seeds_verdict
 
     assert seeds_verdict(across, per_seed) == expected
+
+
+def test_a_difference_below_the_printed_resolution_is_no_finding():
+    """A rotation that only changes float rounding gives a tiny interval off 0: not 'softpick more'."""
+    from softpick_bench.report.compare import seeds_verdict, verdict
+
+    assert verdict(1e-7, 3e-7) == "same" and verdict(-4e-5, -1e-5) == "same"
+    assert verdict(1e-7, 2e-4) == "more" and verdict(-2e-4, -1e-7) == "less"
+    assert seeds_verdict("same", ["more", "more"]) == "same"

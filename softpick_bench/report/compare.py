@@ -86,10 +86,17 @@ def _binary(metric_items: dict) -> bool:
     return all(v in (0.0, 1.0) for v in metric_items["values"])
 
 
+RESOLUTION = 5e-5  # differences are printed as % with 2 decimals: a whole interval inside ±0.005% shows as 0
+
+
 def verdict(low: float, high: float) -> str:
-    """'less' / 'more' (softpick degrades less / more), 'noise' (interval holds 0), 'untested'."""
+    """'less' / 'more' (softpick degrades less / more), 'noise' (interval holds 0), 'same' (the
+    whole interval is below the printed resolution, e.g. a rotation that changes only float
+    rounding: a significant 1e-7 is not a finding), 'untested'."""
     if math.isnan(low) or math.isnan(high):
         return "untested"
+    if max(abs(low), abs(high)) < RESOLUTION:
+        return "same"
     if high < 0:
         return "less"
     if low > 0:
@@ -102,7 +109,7 @@ def seeds_verdict(across: str, per_seed: list[str]) -> str:
     paired test (`per_seed`). With few seeds a t interval can come out narrow by chance, so a
     difference is called only where every seed's own test agrees with it; where every seed's test
     agrees but the spread across seeds is too wide to bound the mean: 'seeds-less' / 'seeds-more'."""
-    if "untested" in per_seed:
+    if "untested" in per_seed or across == "same":
         return across  # no per-item results for some seed: the interval across seeds alone
     for side in ("less", "more"):
         if all(v == side for v in per_seed):

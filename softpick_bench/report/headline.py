@@ -13,11 +13,13 @@ from softpick_bench.report.doc import Block, Bullets, Heading, Para, Table
 from softpick_bench.report.tables import quant_order
 
 VERDICT_WORDS = {"less": "softpick less", "more": "softpick more", "noise": "within noise", "untested": "untested",
+                 "same": "no difference at 0.01%",
                  "seeds-less": "less in each seed only", "seeds-more": "more in each seed only"}
 DEFINITIONS = (
     "Relative degradation Δ = (quantized − baseline) / baseline of the same model, signed so that positive "
     "is worse (for higher-is-better metrics (baseline − quantized) / baseline). Difference = Δ softpick − "
-    "Δ softmax: negative means softpick degrades less."
+    "Δ softmax: negative means softpick degrades less. \"No difference at 0.01%\": the whole 95% interval of "
+    "the difference lies within ±0.005%, below the tables' resolution, however small its p."
 )
 
 
@@ -108,7 +110,8 @@ def family_sentences(summary: pd.DataFrame) -> list[str]:
         def where(rows):
             return ", ".join(_point(r) for _, r in rows.iterrows())
 
-        groups = {v: part[part.verdict == v] for v in ("less", "more", "seeds-less", "seeds-more", "noise", "untested")}
+        groups = {v: part[part.verdict == v]
+                  for v in ("less", "more", "seeds-less", "seeds-more", "noise", "same", "untested")}
         clauses = []
         if len(groups["less"]):
             clauses.append(f"softpick degrades less at {where(groups['less'])}")
@@ -120,6 +123,8 @@ def family_sentences(summary: pd.DataFrame) -> list[str]:
                                f"the mean) at {where(groups[f'seeds-{side}'])}")
         if len(groups["noise"]):
             clauses.append(f"the difference is within noise at {where(groups['noise'])}")
+        if len(groups["same"]):
+            clauses.append(f"no difference at 0.01% at {where(groups['same'])}")
         if len(groups["untested"]):
             unt = groups["untested"]
             lower, higher = unt[unt["diff"] < 0], unt[unt["diff"] >= 0]
