@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "lm_eval", "bitsandbytes", "hqq")
 PAIRS = "pairs: [{name: p, softmax: ck, softpick: ck}]\n"
@@ -110,20 +112,14 @@ def test_structural_errors_print_before_the_heavy_imports(tmp_path):
     assert result["loaded"] == []
 
 
-def test_task_errors_print_before_the_heavy_imports(tmp_path):
+@pytest.mark.parametrize("section", ["tasks", "quant"])
+def test_task_and_quant_errors_print_before_the_heavy_imports(tmp_path, section):
     _checkpoint(tmp_path)
-    files = {f"task{i}.yaml": f"{PAIRS}tasks: [{entry}]\n" for i, entry in enumerate(TASKS)}
+    cases = TASKS if section == "tasks" else QUANT
+    head = PAIRS if section == "tasks" else PAIR  # a quant error needs a valid task list beside it
+    files = {f"{section}{i}.yaml": f"{head}{section}: [{entry}]\n" for i, entry in enumerate(cases)}
     result, errors = _sweep_errors(tmp_path, files)
-    for line, name, expected in zip(errors, files, TASKS.values()):
-        assert line.startswith(f"error: {tmp_path / name}: {expected}"), line
-    assert result["loaded"] == []
-
-
-def test_quant_errors_print_before_the_heavy_imports(tmp_path):
-    _checkpoint(tmp_path)
-    files = {f"quant{i}.yaml": f"{PAIR}quant: [{entry}]\n" for i, entry in enumerate(QUANT)}
-    result, errors = _sweep_errors(tmp_path, files)
-    for line, name, expected in zip(errors, files, QUANT.values()):
+    for line, name, expected in zip(errors, files, cases.values()):
         assert line.startswith(f"error: {tmp_path / name}: {expected}"), line
     assert result["loaded"] == []
 
