@@ -220,7 +220,8 @@ def test_replicates_give_t_intervals_over_seeds(tmp_path, replicates):
     assert cells[5] == f"{100 * np.mean(diffs):+.2f}%"
     assert cells[6] == f"[{100 * iv.low:+.2f}%, {100 * iv.high:+.2f}%]"
     assert len(cells[7].split(", ")) == replicates  # each seed's own paired test
-    assert f"{replicates} training seeds" in text and f"({replicates - 1} degrees of freedom)" in text
+    dof = f"({replicates - 1} degree{'s' if replicates > 2 else ''} of freedom)"
+    assert f"{replicates} training seeds" in text and dof in text
 
 
 def test_older_records_without_new_fields_and_without_items(tmp_path):

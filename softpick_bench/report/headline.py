@@ -53,7 +53,8 @@ def _seeds_note(summary: pd.DataFrame, per_rep: pd.DataFrame) -> str:
     n = int(summary["replicates"].max())
     if n >= 2:
         return (f"{n} training seeds: values and Δ are means over seeds; the 95% interval is the Student-t "
-                f"interval of the mean difference over seeds ({n - 1} degrees of freedom); p are each seed's own "
+                f"interval of the mean difference over seeds ({n - 1} degree{'s' if n > 2 else ''} of freedom); "
+                f"p are each seed's own "
                 f"paired test of the difference, in seed order. Verdict: softpick less (more) where that interval lies "
                 f"below (above) 0 and every seed's own paired 95% interval does too; less (more) in each seed only "
                 f"where every seed's own test agrees but the spread across {n} seeds is too wide to bound the mean; "

@@ -1,6 +1,6 @@
 """The paper's Table 2 for our pairs, from the files a training run writes.
 
-    python -m softpick_bench.train.table2 results/training/{micro,demo,demo-seed1234} > results/table2.md
+    python -m softpick_bench.train.table2 results/training/{micro,micro-v1,demo,demo-seed1234,demo-study-s4321,demo-study-s1234} > results/table2.md
     python -m softpick_bench.train.table2 --grid results/training/recipe-grid/round1   # one row per run
 
 Each folder holds summary.json (losses) and analysis.json (the analysis task's metrics); a pair is
