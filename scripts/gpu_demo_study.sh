@@ -27,7 +27,7 @@ SITE=/tmp/site
 WAIT=${WAIT:-540}
 SHARDS=${SHARDS:-8}
 SEEDS=(4321 1234)
-# the rest of configs/train/grids/tiny-sinks.txt's ideas, around its best row (lr 2e-3)
+# the last three rows of configs/train/grids/tiny-sinks.txt (base micro-v1.yaml), around its best first row
 TINY_VARIANTS=(
   "micro-bos-wd0.5-lr3e-3|rows=bos_first weight_decay=0.5 lr=3.0e-3 steps=3000 batch_size=64"
   "micro-bos-wd1.0-lr2e-3|rows=bos_first weight_decay=1.0 lr=2.0e-3 steps=3000 batch_size=64"
@@ -82,7 +82,7 @@ sweep_seed() {  # SHARDS sweep processes over seed $1's cells, into one folder
 tiny_grid() {
   for v in "${TINY_VARIANTS[@]}"; do
     name=${v%%|*}; sets=(); for o in ${v#*|}; do sets+=(--set "$o"); done
-    python3 -m softpick_bench.train.command --config configs/train/micro.yaml --out "$STUDY/tiny/$name" \
+    python3 -m softpick_bench.train.command --config configs/train/micro-v1.yaml --out "$STUDY/tiny/$name" \
       --data /tmp/corpus --time-limit 420 --analysis "${sets[@]}" > "$LOGS/train-tiny-$name.log" 2>&1 &
   done
   wait
