@@ -18,6 +18,9 @@
 #      waits for the driver until WAIT seconds pass, then packs what exists (never checkpoints,
 #      except the chosen tiny pair's, at most 8 MB each) into $OUT, finished or not.
 # Every call returns within WAIT seconds (default 540) and prints the driver's progress.
+# Carry limit: this ran on 2026-12-02 with a 27 MB working tree beside .carry/text (38.7 MB). The
+# tree is 32 MB since (the study's results, the new micro pair), so the two no longer fit one call's
+# 64 MiB: split .carry/text over two calls (a path a later call does not name stays on the machine).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 SB=/tmp/sb
