@@ -108,6 +108,9 @@ def test_kill_9_mid_sweep_then_resume_loses_nothing(tmp_path, capsys):
     deadline = time.time() + 180
     while not _ok_records(out) and proc.is_alive() and time.time() < deadline:
         time.sleep(0.05)
+    log = tmp_path / "killed.log"
+    assert proc.is_alive(), f"the sweep ended (exit {proc.exitcode}) before it could be killed: " + (
+        log.read_text()[-2000:] if log.is_file() else "no log")
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     finished = {p.name: p.read_bytes() for p in _ok_records(out)}
