@@ -30,12 +30,9 @@ SITE=/tmp/site
 WAIT=${WAIT:-540}
 SHARDS=${SHARDS:-8}
 SEEDS=(4321 1234)
-# the last three rows of configs/train/grids/tiny-sinks.txt (base micro-v1.yaml), around its best first row
-TINY_VARIANTS=(
-  "micro-bos-wd0.5-lr3e-3|rows=bos_first weight_decay=0.5 lr=3.0e-3 steps=3000 batch_size=64"
-  "micro-bos-wd1.0-lr2e-3|rows=bos_first weight_decay=1.0 lr=2.0e-3 steps=3000 batch_size=64"
-  "micro-bos-wd0.5-lr2e-3-long|rows=bos_first weight_decay=0.5 lr=2.0e-3 steps=6000 batch_size=64"
-)
+# the small-pair grid: the rows of configs/train/grids/tiny-sinks.txt (base micro-v1.yaml) that have
+# no committed result under results/training/tiny-grid/ yet
+GRID=configs/train/grids/tiny-sinks.txt
 
 progress() {
   echo "--- $(date +%T) driver: $(cat $STUDY/phase 2>/dev/null || echo none)"
@@ -83,8 +80,10 @@ sweep_seed() {  # SHARDS sweep processes over seed $1's cells, into one folder
 }
 
 tiny_grid() {
-  for v in "${TINY_VARIANTS[@]}"; do
+  mapfile -t VARIANTS < <(grep -v '^\s*#' "$GRID" | grep -v '^\s*$')
+  for v in "${VARIANTS[@]}"; do
     name=${v%%|*}; sets=(); for o in ${v#*|}; do sets+=(--set "$o"); done
+    [ -d "results/training/tiny-grid/$name" ] && continue  # ran in an earlier session
     python3 -m softpick_bench.train.command --config configs/train/micro-v1.yaml --out "$STUDY/tiny/$name" \
       --data /tmp/corpus --time-limit 420 --analysis "${sets[@]}" > "$LOGS/train-tiny-$name.log" 2>&1 &
   done

@@ -17,6 +17,8 @@ from softpick_bench.report import fmt  # noqa: E402
 
 COLORS = {"softmax": "#d62728", "softpick": "#1f77b4"}
 MARKERS = {"softmax": "s", "softpick": "o"}
+CURVE_COLUMNS = 5  # method panels per row of a degradation figure
+HEATMAP_COLUMNS = 3  # metric panels per row of a heatmap
 
 
 def _safe(name: str) -> str:
@@ -35,13 +37,20 @@ def _panels(n: int, columns: int, width: float, height: float, **kw):
     return fig, axes[:n]
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout(rect=(0, 0, 1, 0.96))  # room for the suptitle
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """One PNG per (pair, task, metric) of the across-replicates summary (compare.across_replicates)."""
     paths = []
     curves = summary[summary["axis_bits"].notna() & (summary.task != "analysis")]
     for (pair, task, metric), part in curves.groupby(["pair", "task", "metric"], sort=True):
         families = list(dict.fromkeys(part["family"]))
-        fig, axes = _panels(len(families), 5, 4.2 if len(families) > 1 else 5.2, 4.0, sharey=True)
+        fig, axes = _panels(len(families), CURVE_COLUMNS, 4.2 if len(families) > 1 else 5.2, 4.0, sharey=True)
         base = part.iloc[0]
         interval = part["interval"].dropna()
         for ax, family in zip(axes, families):
@@ -63,16 +72,12 @@ def plot_degradation(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_title(family, fontsize=10)
             ax.set_xlabel("bits")
             ax.grid(alpha=0.3)
-        for ax in axes[::5]:  # the first panel of each row
+        for ax in axes[::CURVE_COLUMNS]:  # the first panel of each row
             ax.set_ylabel(f"Δ {metric} vs own baseline (%, + = worse)")
         axes[0].legend(fontsize=8)
         band = f"bands: 95% {interval.iloc[0]}" if len(interval) else "no intervals (no per-item results)"
         fig.suptitle(f"{pair} · {task} · {metric}: relative degradation vs bits\n({band})", fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.96))  # room for the suptitle
-        path = out_dir / _safe(f"{pair}-{task}-{metric}-degradation.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out_dir / _safe(f"{pair}-{task}-{metric}-degradation.png")))
     return paths
 
 
@@ -84,7 +89,7 @@ def plot_heatmap(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         metrics = list(part[["task", "metric"]].drop_duplicates().itertuples(index=False, name=None))
         if not metrics:  # no metric has both kinds quantized and unquantized: nothing to draw
             continue
-        fig, axes = _panels(len(metrics), 3, 6.5, 0.5 * part.family.nunique() + 2.4)
+        fig, axes = _panels(len(metrics), HEATMAP_COLUMNS, 6.5, 0.5 * part.family.nunique() + 2.4)
         for ax, (task, metric) in zip(axes, metrics):
             m = part[(part.task == task) & (part.metric == metric)]
             grid = m.pivot_table(index="family", columns="axis_bits", values="diff", aggfunc="first") * 100
@@ -100,9 +105,5 @@ def plot_heatmap(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_title(f"{task} · {metric}", fontsize=9)
             fig.colorbar(im, ax=ax, shrink=0.8, label="Δ softpick − Δ softmax (%)")
         fig.suptitle(f"{pair}: softpick − softmax relative degradation (blue: softpick degrades less)", fontsize=10)
-        fig.tight_layout(rect=(0, 0, 1, 0.96))  # room for the suptitle
-        path = out_dir / _safe(f"{pair}-heatmap.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out_dir / _safe(f"{pair}-heatmap.png")))
     return paths
