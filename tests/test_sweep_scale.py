@@ -166,6 +166,23 @@ def test_process_executor_matches_local_and_contains_a_crash(local_run, tmp_path
     _check_crash_contained(out, capsys.readouterr().out, expected, "SIGABRT")
 
 
+def test_process_children_are_spawned_on_cuda_forked_from_a_server_on_cpu():
+    from softpick_bench.sweep.executors import start_method
+
+    assert [start_method(d) for d in ("cpu", "cuda", "cuda:1")] == ["forkserver", "spawn", "spawn"]
+
+
+def test_spawned_process_children_match_local(local_run, tmp_path, monkeypatch):
+    """The CUDA start method, exercised on CPU: fresh interpreters give local's values."""
+    from softpick_bench.sweep import executors
+
+    monkeypatch.setattr(executors, "start_method", lambda device: "spawn")
+    cfg, expected = local_run
+    out = tmp_path / "run"
+    assert main(["sweep", str(cfg), "--out", str(out), "--executor", "process"]) == 0
+    pd.testing.assert_frame_equal(_values(out), expected)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A local 2-CPU Ray instance, started as `sweep --executor ray --ray-cpus 2` starts one. Its

@@ -3,7 +3,8 @@
 The unit is one checkpoint x quant spec with all its tasks (runner.Unit); the runner's
 `run_units` computes units wherever they run, so loading, quantizing and storing stay in one
 place. `local` runs them all in this process (each checkpoint loaded once for all its specs).
-`process` runs each unit in a fresh child process (forked from a forkserver), so a crash of any kind (segfault,
+`process` runs each unit in a fresh child process (start_method: forked from a forkserver on CPU,
+spawned on CUDA), so a crash of any kind (segfault,
 abort, the OOM killer) fails only that unit: its cells without a record get an error record
 naming the signal or exit code. `ray` submits each unit as a Ray task (one GPU each on CUDA,
 one CPU otherwise), on the cluster at `--ray-address` or a local one; a task whose worker dies
@@ -135,13 +136,25 @@ def describe_exit(code: int) -> str:
     return f"worker process exited with code {code} before recording its cells"
 
 
+def start_method(device: str) -> str:
+    """How `process` starts its children for a sweep on `device`.
+
+    CPU: forkserver. Children fork from a clean server that imported the runner once (torch,
+    lm-eval: seconds each), never from this process (its threads): fast starts, fresh state.
+    CUDA: spawn, a fresh interpreter per unit that pays those imports itself. On an H200, forkserver
+    children all failed with "Cannot re-initialize CUDA in forked subprocess": importing the runner
+    had set up CUDA in the server (torch marks a process that forks after that), and a forked
+    child cannot use it."""
+    return "spawn" if device.startswith("cuda") else "forkserver"
+
+
 class _ProcessRunner:
     def __init__(self, config, store):
         self.config, self.store = config, store
-        # children fork from a clean server that imported the runner once (torch, lm-eval: seconds
-        # each), never from this process (its threads, a CUDA context): fast starts, fresh state
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["softpick_bench.sweep.executors"])
+        method = start_method(config.device)
+        self.ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            self.ctx.set_forkserver_preload(["softpick_bench.sweep.executors"])
 
     def start(self, dispatch) -> None:
         self.dispatch = dispatch
