@@ -102,15 +102,50 @@ def stage_table(records: list[dict], wall: float, peak: float | None, params_mod
     return lines, summary
 
 
+def method_table(records: list[dict]) -> list[str]:
+    """Seconds per quantized model, by method: scoring (the forward) and metrics (lm-eval's work after
+    it) summed over the harness tasks, and wikitext2's whole evaluation. Where the evaluation time goes."""
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    models: dict[str, set] = defaultdict(set)
+    for r in records:
+        q = r["quant"]
+        method = q["method"] if q["method"] != "none" else ("kv" if q.get("kv_bits") else "none (bf16)")
+        models[method].add((r["checkpoint"], r["quant_label"]))
+        details, t = r["metrics"][0]["details"], r["timing"]
+        if "request_cache" in details:
+            sums[method]["scoring"] += details["model_seconds"]
+            sums[method]["metrics"] += t["evaluate_s"] - details["model_seconds"] - details["request_cache"]["prepare_s"]
+        else:
+            sums[method]["wikitext2"] += t["evaluate_s"]
+    lines = ["| method | models | scoring s / model | metrics s / model | wikitext2 s / model |", "|---|---:|---:|---:|---:|"]
+    for method, s in sorted(sums.items()):
+        n = len(models[method])
+        lines.append(f"| {method} | {n} | {s['scoring'] / n:.1f} | {s['metrics'] / n:.1f} | {s['wikitext2'] / n:.1f} |")
+    return lines
+
+
+def read_records(run: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((run / "cells").glob("[!.]*.json"))
+            if not p.name.endswith(".error.json")]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", required=True, help="tokenizer folder (the Llama-2 tokenizer for the paper)")
-    ap.add_argument("--out", type=Path, required=True, help="Markdown table to write")
+    ap.add_argument("--tokenizer", help="tokenizer folder (the Llama-2 tokenizer for the paper)")
+    ap.add_argument("--out", type=Path, help="Markdown table to write")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-sweep"), help="checkpoints, config, results")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model instead of 340M (smoke runs)")
     ap.add_argument("--limit", type=int, default=None, help="documents per lm-eval task (default: all)")
+    ap.add_argument("--batch-size", type=int, default=64, help="lm-eval tasks: most requests per forward")
+    ap.add_argument("--batch-tokens", type=int, default=None, help="lm-eval tasks: most tokens per forward")
+    ap.add_argument("--breakdown", type=Path, metavar="RUN", help="only print the per-method table of RUN's records")
     args = ap.parse_args()
+    if args.breakdown:
+        print("\n".join(method_table(read_records(args.breakdown))))
+        return
+    if not (args.tokenizer and args.out):
+        ap.error("--tokenizer and --out are required (unless --breakdown)")
 
     args.work.mkdir(parents=True, exist_ok=True)
     paths, model_config = write_checkpoints(args.work, args.tokenizer, args.tiny)
@@ -118,6 +153,7 @@ def main() -> None:
     peak = matmul_peak_tflops() if cuda else None
     seq = 2048 if not args.tiny else 256
     extra = {} if args.limit is None else {"limit": args.limit}
+    batching = {} if args.batch_tokens is None else {"batch_tokens": args.batch_tokens}
     config = {
         "name": "sweep-bench",
         "seed": 0,
@@ -126,7 +162,7 @@ def main() -> None:
         "pairs": [{"name": "paper340m", **paths}],
         "quant": matrix(128 if not args.tiny else 32, args.device),
         "tasks": [{"name": "wikitext2", "seq_len": seq, "batch_size": 8, **({"max_windows": 4} if args.limit else {})}]
-        + [{"name": t, "batch_size": 64, **extra} for t in TASKS],
+        + [{"name": t, "batch_size": args.batch_size, **batching, **extra} for t in TASKS],
     }
     cfg_path = args.work / "sweep-bench.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -136,8 +172,7 @@ def main() -> None:
     start = time.perf_counter()
     code = cli_main(["sweep", str(cfg_path), "--out", str(run)])
     wall = time.perf_counter() - start
-    records = [json.loads(p.read_text()) for p in sorted((run / "cells").glob("[!.]*.json"))
-               if not p.name.endswith(".error.json")]  # fmt: skip
+    records = read_records(run)
     errors = len(list((run / "cells").glob("*.error.json")))
     with torch.device("meta"):  # only the shapes are needed, for the FLOP count
         model = build_model(model_config, "softmax")
@@ -146,13 +181,19 @@ def main() -> None:
         f"# The paper's 340M matrix through `softpick-bench sweep` ({machine()})",
         "",
         f"`python benchmarks/sweep.py --tokenizer {args.tokenizer} --out {args.out}"
-        + (" --tiny" if args.tiny else "") + (f" --limit {args.limit}" if args.limit else "") + "`",
+        + (" --tiny" if args.tiny else "") + (f" --limit {args.limit}" if args.limit else "")
+        + (f" --batch-size {args.batch_size}" if args.batch_size != 64 else "")
+        + (f" --batch-tokens {args.batch_tokens}" if args.batch_tokens else "") + "`",
         "",
         f"{len(records)} cells ok, {errors} failed (sweep exit code {code}); random weights, "
         f"{config['dtype']}, " + ("full task data." if args.limit is None else f"{args.limit} documents per lm-eval task."),
         "",
     ]
     tail = [
+        "",
+        "Per quantized model, by method (all six tasks; the first baseline model also pays kernel compilation):",
+        "",
+        *method_table(records),
         "",
         f"scoring: {summary['scoring_tflops']:.1f} TFLOP/s"
         + (f" = {100 * summary['scoring_tflops'] / peak:.1f}% of the bf16 matmul peak ({peak:.0f} TFLOP/s, "
