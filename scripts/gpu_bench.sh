@@ -26,7 +26,9 @@
 # Ran 2026-12-02: gptq_speed and the sweep benchmark (results/bench/*-h200.md; the sweep took
 # 1181 s, so calls 2 and 4 waited their full WAIT). The executors step failed there: every
 # `process` child died with "Cannot re-initialize CUDA in forked subprocess" (fixed since: spawned
-# children on CUDA); it is still to be run.
+# children on CUDA); it is still to be run. Next: `STEPS="sweep executors" SWEEP_ARGS="--batch-size
+# 4096 --batch-tokens 131072" bash scripts/gpu_bench.sh start` (the scoring forward ran at 7.6% of
+# the bf16 peak with packs of 64 requests; see results/bench/sweep-h200.md).
 # Every call returns within WAIT seconds (default 540) and prints the driver's progress.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -34,6 +36,8 @@ SB=/tmp/sb
 SITE=/tmp/site
 LOG=/tmp/bench-driver.log
 WAIT=${WAIT:-540}
+STEPS=${STEPS:-gptq sweep executors}  # the driver's steps, in this order (start: e.g. STEPS=executors)
+SWEEP_ARGS=${SWEEP_ARGS:-}            # e.g. "--batch-size 4096 --batch-tokens 131072" (the replay's limits)
 
 progress() {
   echo "--- $(date +%T) driver: $(cat /tmp/bench-phase 2>/dev/null || echo none)"
@@ -55,16 +59,23 @@ driver() {
   cd $SB || exit 1
   export PYTHONPATH=$SITE:$SB
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  echo gptq > /tmp/bench-phase
-  python3 benchmarks/gptq_speed.py > results/bench/gptq-speed-h200.txt 2>&1
-  cat results/bench/gptq-speed-h200.txt
-  echo sweep > /tmp/bench-phase
-  python3 benchmarks/sweep.py --tokenizer .carry/llama2-tokenizer --work /tmp/bench-sweep \
-    --out results/bench/sweep-h200.md
-  echo waiting-for-ray > /tmp/bench-phase
-  while [ ! -f $SITE/.ray-ready ]; do sleep 5; done
-  echo executors > /tmp/bench-phase
-  python3 benchmarks/executors.py configs/gpu-smoke.yaml --out results/bench/executors-h200.md
+  if [[ " $STEPS " == *" gptq "* ]]; then
+    echo gptq > /tmp/bench-phase
+    python3 benchmarks/gptq_speed.py > results/bench/gptq-speed-h200.txt 2>&1
+    cat results/bench/gptq-speed-h200.txt
+  fi
+  if [[ " $STEPS " == *" sweep "* ]]; then
+    echo sweep > /tmp/bench-phase
+    # shellcheck disable=SC2086  # SWEEP_ARGS: extra benchmark options, word-split on purpose
+    python3 benchmarks/sweep.py --tokenizer .carry/llama2-tokenizer --work /tmp/bench-sweep \
+      --out results/bench/sweep-h200.md $SWEEP_ARGS
+  fi
+  if [[ " $STEPS " == *" executors "* ]]; then
+    echo waiting-for-ray > /tmp/bench-phase
+    while [ ! -f $SITE/.ray-ready ]; do sleep 5; done
+    echo executors > /tmp/bench-phase
+    python3 benchmarks/executors.py configs/gpu-smoke.yaml --out results/bench/executors-h200.md
+  fi
   echo done > /tmp/bench-phase
 }
 
@@ -73,7 +84,7 @@ case "${1:-}" in
     rm -rf $SB && mkdir -p $SB && cp -a . $SB/ && mkdir -p $SITE $SB/results/bench
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE \
       .whl-gpu/*.whl .carry/ray-deps/*.whl || exit 1
-    (setsid bash "$0" driver > $LOG 2>&1 &)
+    (STEPS="$STEPS" SWEEP_ARGS="$SWEEP_ARGS" setsid bash "$0" driver > $LOG 2>&1 &)
     sleep 60
     progress
     ;;
