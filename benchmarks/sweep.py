@@ -67,6 +67,17 @@ def write_checkpoints(work: Path, tokenizer_dir: str, tiny: bool) -> tuple[dict[
     return paths, config
 
 
+def evaluation_stages(record: dict) -> dict[str, float]:
+    """One cell's evaluation seconds by stage: for an lm-eval task, request building (the request
+    cache's prepare), scoring (the forward loop) and metrics (the rest); otherwise the whole
+    evaluation, as "scoring <task>"."""
+    details, evaluate = record["metrics"][0]["details"], record["timing"]["evaluate_s"]
+    if "request_cache" not in details:
+        return {f"scoring {record['task']['name']}": evaluate}
+    prepare, model_s = details["request_cache"]["prepare_s"], details["model_seconds"]
+    return {"request building": prepare, "scoring": model_s, "metrics": evaluate - prepare - model_s}
+
+
 def stage_table(records: list[dict], wall: float, peak: float | None, params_model) -> tuple[list[str], dict]:
     stages: dict[str, float] = defaultdict(float)
     flops, scoring = 0.0, 0.0
@@ -81,17 +92,12 @@ def stage_table(records: list[dict], wall: float, peak: float | None, params_mod
             if r["quant"]["method"] != "none" or t["quantize_s"]:
                 stages[f"quantize {r['quant']['method']}"] += t["quantize_s"]
             stages["copy"] += t["copy_s"]
-        details = r["metrics"][0]["details"]
-        if "request_cache" in details:
-            prepare = details["request_cache"]["prepare_s"]
-            model_s = details["model_seconds"]
-            stages["request building"] += prepare
-            stages["scoring"] += model_s
-            stages["metrics"] += t["evaluate_s"] - prepare - model_s
-            scoring += model_s
-            flops += task_flops(params_model, details["tokens"])
-        else:
-            stages[f"scoring {r['task']['name']}"] += t["evaluate_s"]
+        cell = evaluation_stages(r)
+        for name, sec in cell.items():
+            stages[name] += sec
+        if "scoring" in cell:
+            scoring += cell["scoring"]
+            flops += task_flops(params_model, r["metrics"][0]["details"]["tokens"])
     stages["load"] = sum(loads.values())
     stages["bookkeeping"] = wall - sum(stages.values())
     lines = ["| stage | seconds | % of wall |", "|---|---:|---:|"]
@@ -111,16 +117,12 @@ def method_table(records: list[dict]) -> list[str]:
         q = r["quant"]
         method = q["method"] if q["method"] != "none" else ("kv" if q.get("kv_bits") else "none (bf16)")
         models[method].add((r["checkpoint"], r["quant_label"]))
-        details, t = r["metrics"][0]["details"], r["timing"]
-        if "request_cache" in details:
-            sums[method]["scoring"] += details["model_seconds"]
-            sums[method]["metrics"] += t["evaluate_s"] - details["model_seconds"] - details["request_cache"]["prepare_s"]
-        else:
-            sums[method]["wikitext2"] += t["evaluate_s"]
+        for name, sec in evaluation_stages(r).items():
+            sums[method][name] += sec
     lines = ["| method | models | scoring s / model | metrics s / model | wikitext2 s / model |", "|---|---:|---:|---:|---:|"]
     for method, s in sorted(sums.items()):
         n = len(models[method])
-        lines.append(f"| {method} | {n} | {s['scoring'] / n:.1f} | {s['metrics'] / n:.1f} | {s['wikitext2'] / n:.1f} |")
+        lines.append(f"| {method} | {n} | {s['scoring'] / n:.1f} | {s['metrics'] / n:.1f} | {s['scoring wikitext2'] / n:.1f} |")
     return lines
 
 

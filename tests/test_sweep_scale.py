@@ -177,7 +177,8 @@ def test_spawned_process_children_match_local(local_run, tmp_path, monkeypatch):
     alone (2 units): each spawned child pays the imports, about 13 s here."""
     from softpick_bench.sweep import executors
 
-    monkeypatch.setattr(executors, "start_method", lambda device: "spawn")
+    asked = []
+    monkeypatch.setattr(executors, "start_method", lambda device: asked.append(device) or "spawn")
     _, expected = local_run
     out = tmp_path / "run"
     assert main(["sweep", str(_config(tmp_path, [])), "--out", str(out), "--executor", "process"]) == 0
@@ -185,6 +186,7 @@ def test_spawned_process_children_match_local(local_run, tmp_path, monkeypatch):
     baseline = expected[expected["quant"].isin(got["quant"])].reset_index(drop=True)
     assert got["quant"].nunique() == 1 and len(got) == len(baseline) == 2 * got["metric"].nunique()
     pd.testing.assert_frame_equal(got, baseline)
+    assert asked == ["cpu"]  # the runner took its start method from here
 
 
 @pytest.fixture(scope="module")

@@ -142,9 +142,9 @@ def start_method(device: str) -> str:
     CPU: forkserver. Children fork from a clean server that imported the runner once (torch,
     lm-eval: seconds each), never from this process (its threads): fast starts, fresh state.
     CUDA: spawn, a fresh interpreter per unit that pays those imports itself. On an H200, forkserver
-    children all failed with "Cannot re-initialize CUDA in forked subprocess": importing the runner
-    had set up CUDA in the server (torch marks a process that forks after that), and a forked
-    child cannot use it."""
+    children all failed with "Cannot re-initialize CUDA in forked subprocess". Torch raises that in
+    a child whose parent had set up CUDA; the server's only work was the preloaded import, so some
+    import under the runner does (not found: no module-level code of ours calls torch.cuda)."""
     return "spawn" if device.startswith("cuda") else "forkserver"
 
 
