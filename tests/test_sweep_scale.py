@@ -157,13 +157,34 @@ def _check_crash_contained(out, text, expected, error_has: str):
     assert not list((out / "claims").glob("*"))
 
 
+def _count_starts(monkeypatch, runner: str, method: str) -> list:
+    """Count the calls of executors.<runner>.<method> (a worker's or an actor's start)."""
+    from softpick_bench.sweep import executors
+
+    cls, calls = getattr(executors, runner), []
+    original = getattr(cls, method)
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, counted)
+    return calls
+
+
 def test_process_executor_matches_local_and_contains_a_crash(local_run, tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(PLUGINS))  # the forkserver's children get the driver's sys.path and backends
     monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
+    started = _count_starts(monkeypatch, "_ProcessRunner", "_start_worker")
     cfg, expected = local_run
     out = tmp_path / "run"
     assert main(["sweep", str(_with_abort(cfg, tmp_path)), "--out", str(out), "--executor", "process"]) == 1
-    _check_crash_contained(out, capsys.readouterr().out, expected, "SIGABRT")
+    text = capsys.readouterr().out
+    _check_crash_contained(out, text, expected, "SIGABRT")
+    # units in turn on one child: 6 good units, then the first abort kills it and a fresh one takes
+    # the second; the first child loaded micro/softmax once for its 4 units of that checkpoint
+    assert started == [1, 1], started
+    assert text.count("loaded micro/softmax") == 1, text
 
 
 def test_process_children_are_spawned_on_cuda_forked_from_a_server_on_cpu():
@@ -179,9 +200,11 @@ def test_spawned_process_children_match_local(local_run, tmp_path, monkeypatch):
 
     asked = []
     monkeypatch.setattr(executors, "start_method", lambda device: asked.append(device) or "spawn")
+    started = _count_starts(monkeypatch, "_ProcessRunner", "_start_worker")
     _, expected = local_run
     out = tmp_path / "run"
     assert main(["sweep", str(_config(tmp_path, [])), "--out", str(out), "--executor", "process"]) == 0
+    assert started == [1], started  # both units on one spawned child
     got = _values(out)
     baseline = expected[expected["quant"].isin(got["quant"])].reset_index(drop=True)
     assert got["quant"].nunique() == 1 and len(got) == len(baseline) == 2 * got["metric"].nunique()
@@ -213,10 +236,14 @@ def test_ray_executor_matches_local_and_contains_a_crash(local_run, ray_cluster,
     monkeypatch.syspath_prepend(str(PLUGINS))  # the driver validates the plan with the backend loaded
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
+    actors = _count_starts(monkeypatch, "_RayRunner", "new_actor")
     cfg, expected = local_run
     out = tmp_path / "run"
     assert main(["sweep", str(_with_abort(cfg, tmp_path)), "--out", str(out), "--executor", "ray"]) == 1
-    _check_crash_contained(out, capsys.readouterr().out, expected, "WorkerCrashedError")
+    _check_crash_contained(out, capsys.readouterr().out, expected, "ActorDiedError")
+    # one actor per CPU, kept across units: each of the 4 attempts that abort takes its actor down,
+    # the 6 good units run on at most 2 more (a worker per unit would have been 10 starts)
+    assert 4 <= len(actors) <= 6, actors
     attempts = ray_cluster.read_text().splitlines()
     assert len(attempts) == 2 * 2, attempts  # each crashing unit: its run and its retry
     assert all(line.endswith(" nice=0") for line in attempts), attempts  # not Ray's default nice 15

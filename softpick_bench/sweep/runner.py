@@ -151,49 +151,76 @@ def pair_major(units: list[Unit]) -> list[list[Unit]]:
     return [[u for same_spec in by_spec.values() for u in same_spec] for by_spec in blocks.values()]
 
 
-def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=print, claims=None) -> dict:
+class Checkpoints:
+    """The loaded checkpoints of one (pair, replicate) block, kept while its units run; a unit of
+    another block drops them first, so at most one block's models are in memory. A long-lived
+    worker keeps one across the units it is sent, as `run_units` does within one call."""
+
+    def __init__(self):
+        self.block: tuple | None = None
+        self.loaded: dict[tuple, tuple] = {}  # group -> (model or None, load error or None, load seconds)
+
+    def get(self, config: SweepConfig, group: tuple, cell: Cell, echo) -> tuple:
+        block = (group[0], group[2])
+        if block != self.block:
+            self.clear()
+            self.block = block
+        if group not in self.loaded:
+            self.loaded[group] = _load(config, group, cell, echo)
+        return self.loaded[group]
+
+    def clear(self) -> None:
+        self.loaded.clear()
+        self.block = None
+        gc.collect()
+
+
+def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=print, claims=None,
+              checkpoints: Checkpoints | None = None) -> dict:
     """Run `units` here, pair-major (`pair_major`): the checkpoints of one (pair, replicate) stay
     loaded while its units run, one quantized copy at a time, every record stored before the next
     cell. With `claims`, each unit's cells are claimed just before it runs (cells held elsewhere
     are left to their holder) and released as their records are written; without, the caller
-    holds them (executors claim in the driver)."""
+    holds them (executors claim in the driver). `checkpoints`: the caller's, kept loaded after
+    the call (a worker's across its units); by default this call's own, dropped at its end."""
     counts = new_counts()
     total = sum(len(u.cells) for u in units)
     index = 0
-    shared_by: dict[tuple, int] = defaultdict(int)  # cells that share one load of a checkpoint
+    shared_by: dict[tuple, int] = defaultdict(int)  # cells of this call that share one load of a checkpoint
     for unit in units:
         shared_by[unit.group] += len(unit.cells)
+    own = checkpoints is None
+    checkpoints = Checkpoints() if own else checkpoints
 
     def finish(cell, record, ok):
         (store.write if ok else store.write_error)(cell.key, record)
         if claims is not None:
             claims.release(cell.key)
 
-    for block in pair_major(units):
-        loaded: dict[tuple, tuple] = {}  # group -> (model or None, load error or None, load seconds)
-        for unit in block:
-            spec_cells, index = claim_cells(unit.cells, store, claims, counts, echo, index, total)
-            if not spec_cells:
-                continue
-            try:
-                if unit.group not in loaded:
-                    loaded[unit.group] = _load(config, unit.group, spec_cells[0], echo)
-                model, load_error, load_s = loaded[unit.group]
-                if load_error is not None:
-                    for cell in spec_cells:
-                        index += 1
-                        finish(cell, _base_record(cell, config) | {"status": "error", "stage": "load",
-                                                                   "error": load_error}, ok=False)
-                    counts["failed"] += len(spec_cells)
+    try:
+        for block in pair_major(units):
+            for unit in block:
+                spec_cells, index = claim_cells(unit.cells, store, claims, counts, echo, index, total)
+                if not spec_cells:
                     continue
-                index = _run_spec(config, model, unit.spec, spec_cells, store, finish, counts, echo,
-                                  index, total, load_s, shared_by[unit.group])
-            finally:
-                if claims is not None:
-                    for cell in spec_cells:
-                        claims.release(cell.key)
-        del loaded
-        gc.collect()
+                try:
+                    model, load_error, load_s = checkpoints.get(config, unit.group, spec_cells[0], echo)
+                    if load_error is not None:
+                        for cell in spec_cells:
+                            index += 1
+                            finish(cell, _base_record(cell, config) | {"status": "error", "stage": "load",
+                                                                       "error": load_error}, ok=False)
+                        counts["failed"] += len(spec_cells)
+                        continue
+                    index = _run_spec(config, model, unit.spec, spec_cells, store, finish, counts, echo,
+                                      index, total, load_s, shared_by[unit.group])
+                finally:
+                    if claims is not None:
+                        for cell in spec_cells:
+                            claims.release(cell.key)
+    finally:
+        if own:
+            checkpoints.clear()
     return counts
 
 
