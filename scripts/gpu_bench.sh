@@ -2,18 +2,21 @@
 # The GPU benchmarks of issues 10 and 14 on one H200, in device calls issued back to back (the
 # machine keeps files between calls while it stays warm; a detached driver works between them):
 #   1. run(carry=[.whl-gpu, .carry/llama2-tokenizer, .carry/ray-deps], command="bash scripts/gpu_bench.sh start")
-#      copies the working tree to /tmp/sb, installs the GPU wheelhouse and starts the driver:
-#        a. benchmarks/gptq_speed.py at the 340M shape;
-#        b. benchmarks/sweep.py: the paper's 340M matrix through the sweep command;
-#        c. once the Ray wheel is complete, benchmarks/executors.py on configs/gpu-smoke.yaml
-#           (local, process, ray).
+#      copies the working tree to /tmp/sb, installs the GPU wheelhouse and starts the driver, which
+#      runs the steps named in STEPS, in this order:
+#        bootstrap: benchmarks/bootstrap_stderr.py (lm-eval's perplexity stderr, alone);
+#        gptq: benchmarks/gptq_speed.py at the 340M shape;
+#        executors: once the Ray wheel is complete, benchmarks/executors.py on configs/gpu-smoke.yaml
+#          (local, process, ray; EXEC_REPEATS rounds);
+#        sweep: benchmarks/sweep.py, the paper's 340M matrix through the sweep command (SWEEP_ARGS).
 #      Nothing else uses the GPU while a benchmark runs.
 #   2. run(carry=[.carry/ray-a], command="bash scripts/gpu_bench.sh ray-a"): keeps the first half
 #      of the Ray wheel and returns.
 #   3. run(carry=[.carry/ray-b], command="bash scripts/gpu_bench.sh ray-b"): joins the two halves
 #      and installs Ray into the driver's site folder (its four dependencies the machine lacks came
-#      in call 1); waits for the driver.
-#   4. run(command="bash scripts/gpu_bench.sh collect"): waits, then copies the tables into $OUT.
+#      in call 1); waits until the executors step is over and returns the tables made so far.
+#   4. run(command="bash scripts/gpu_bench.sh collect"), again while the driver runs: waits for it
+#      (WAIT seconds at most), then copies the tables, the log and the sweep's records into $OUT.
 # Why split: the working tree (32 MB) and the Ray wheel do not fit one call's 64 MiB. The carried
 # Ray wheel is ray 2.54.0 cp312 without ray/jars (Java workers, unused here) and the dashboard's
 # source maps, 40 MB instead of 73 MB; the Python package is otherwise the released one.
@@ -23,12 +26,11 @@
 #   ray-trim.whl: the ray wheel with `zip -d ray.whl 'ray/jars/*' 'ray/dashboard/client/build/static/js/*.map'`
 #   .carry/ray-a/ray.part-a: its first 20000000 bytes (`head -c`); .carry/ray-b/ray.part-b: the rest;
 #   .carry/ray-deps: the jsonschema, jsonschema-specifications, referencing and rpds-py cp312 wheels
-# Ran 2026-12-02: gptq_speed and the sweep benchmark (results/bench/*-h200.md; the sweep took
-# 1181 s, so calls 2 and 4 waited their full WAIT). The executors step failed there: every
-# `process` child died with "Cannot re-initialize CUDA in forked subprocess" (fixed since: spawned
-# children on CUDA); it is still to be run. Next: `STEPS="sweep executors" SWEEP_ARGS="--batch-size
-# 4096 --batch-tokens 131072" bash scripts/gpu_bench.sh start` (the scoring forward ran at 7.6% of
-# the bf16 peak with packs of 64 requests; see results/bench/sweep-h200.md).
+# Ran 2026-12-02 (session 5): gptq and sweep (results/bench/*-h200.md; the sweep took 1181 s, so
+# calls 2 and 4 waited their full WAIT). The executors step failed there: every `process` child died
+# with "Cannot re-initialize CUDA in forked subprocess" (fixed since: spawned children on CUDA).
+# Session 6: STEPS="bootstrap executors sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072"
+# (the scoring forward ran at 7.6% of the bf16 peak with packs of 64 requests).
 # Every call returns within WAIT seconds (default 540) and prints the driver's progress.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -36,7 +38,8 @@ SB=/tmp/sb
 SITE=/tmp/site
 LOG=/tmp/bench-driver.log
 WAIT=${WAIT:-540}
-STEPS=${STEPS:-gptq sweep executors}  # the driver's steps, in this order (start: e.g. STEPS=executors)
+STEPS=${STEPS:-bootstrap executors sweep}  # the driver's steps (of bootstrap gptq executors sweep), in that order
+EXEC_REPEATS=${EXEC_REPEATS:-3}       # runs of each executor
 SWEEP_ARGS=${SWEEP_ARGS:-}            # e.g. "--batch-size 4096 --batch-tokens 131072" (the replay's limits)
 
 progress() {
@@ -46,10 +49,10 @@ progress() {
   tail -n 2 "$LOG" 2>/dev/null | cut -c1-200
 }
 
-wait_for() {  # wait until the driver reaches phase $1 (or WAIT seconds pass)
+wait_for() {  # wait until the driver reaches a phase matching $1, an ERE (or WAIT seconds pass)
   local start=$SECONDS
   while [ $((SECONDS - start)) -lt "$WAIT" ]; do
-    grep -qx "$1" /tmp/bench-phase 2>/dev/null && return 0
+    grep -qxE "$1" /tmp/bench-phase 2>/dev/null && return 0
     sleep 10
   done
   return 1
@@ -59,22 +62,27 @@ driver() {
   cd $SB || exit 1
   export PYTHONPATH=$SITE:$SB
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  if [[ " $STEPS " == *" bootstrap "* ]]; then
+    echo bootstrap > /tmp/bench-phase
+    python3 benchmarks/bootstrap_stderr.py --out results/bench/bootstrap-stderr-h200.md 2>&1 | grep -v 'it/s]'
+  fi
   if [[ " $STEPS " == *" gptq "* ]]; then
     echo gptq > /tmp/bench-phase
     python3 benchmarks/gptq_speed.py > results/bench/gptq-speed-h200.txt 2>&1
     cat results/bench/gptq-speed-h200.txt
+  fi
+  if [[ " $STEPS " == *" executors "* ]]; then
+    echo waiting-for-ray > /tmp/bench-phase
+    while [ ! -f $SITE/.ray-ready ]; do sleep 5; done
+    echo executors > /tmp/bench-phase
+    python3 benchmarks/executors.py configs/gpu-smoke.yaml --repeats "$EXEC_REPEATS" \
+      --out results/bench/executors-h200.md
   fi
   if [[ " $STEPS " == *" sweep "* ]]; then
     echo sweep > /tmp/bench-phase
     # shellcheck disable=SC2086  # SWEEP_ARGS: extra benchmark options, word-split on purpose
     python3 benchmarks/sweep.py --tokenizer .carry/llama2-tokenizer --work /tmp/bench-sweep \
       --out results/bench/sweep-h200.md $SWEEP_ARGS
-  fi
-  if [[ " $STEPS " == *" executors "* ]]; then
-    echo waiting-for-ray > /tmp/bench-phase
-    while [ ! -f $SITE/.ray-ready ]; do sleep 5; done
-    echo executors > /tmp/bench-phase
-    python3 benchmarks/executors.py configs/gpu-smoke.yaml --out results/bench/executors-h200.md
   fi
   echo done > /tmp/bench-phase
 }
@@ -84,7 +92,7 @@ case "${1:-}" in
     rm -rf $SB && mkdir -p $SB && cp -a . $SB/ && mkdir -p $SITE $SB/results/bench
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE \
       .whl-gpu/*.whl .carry/ray-deps/*.whl || exit 1
-    (STEPS="$STEPS" SWEEP_ARGS="$SWEEP_ARGS" setsid bash "$0" driver > $LOG 2>&1 &)
+    (STEPS="$STEPS" SWEEP_ARGS="$SWEEP_ARGS" EXEC_REPEATS="$EXEC_REPEATS" setsid bash "$0" driver > $LOG 2>&1 &)
     sleep 60
     progress
     ;;
@@ -100,8 +108,9 @@ case "${1:-}" in
     cat /tmp/ray.part-a .carry/ray-b/ray.part-b > $w \
       && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE $w \
       && PYTHONPATH=$SITE python3 -c "import ray; print('ray', ray.__version__)" && touch $SITE/.ray-ready
-    wait_for done
+    wait_for 'sweep|done'  # the executors step is over: its table comes back now
     progress
+    cp $SB/results/bench/*-h200.* "$OUT"/ 2>/dev/null
     ;;
   collect)
     wait_for done

@@ -100,9 +100,28 @@ def cmd_sweep(args) -> int:
     start = time.perf_counter()
     shard = parse_shard(args.shard) if args.shard else None
     config = load_config(args.config, allow_large_plan=args.allow_large_plan)
+    out = Path(args.out or Path("runs") / config.name)
+    worker = actors = None  # started now, so that their imports overlap the planning below
+    if args.executor == "process" and not args.plan_only:
+        from softpick_bench.sweep.workers import Worker
+
+        worker = Worker(config.device, str(out))
+    elif args.executor == "ray" and not args.plan_only:
+        from softpick_bench.sweep.workers import RayActors
+
+        actors = RayActors(config.device, args.ray_address, args.ray_cpus)
+    try:
+        return _sweep(args, config, out, shard, start, worker, actors)
+    finally:  # no-ops once the executor stopped them
+        if worker is not None:
+            worker.stop()
+        if actors is not None:
+            actors.shutdown()
+
+
+def _sweep(args, config, out: Path, shard, start: float, worker, actors) -> int:
     from softpick_bench.sweep.plan import build_plan, plan_manifest  # heavy (models, quant): after validation
 
-    out = Path(args.out or Path("runs") / config.name)
     cells = build_plan(config)
     if args.plan_only:  # validate and print; nothing is written
         from softpick_bench.sweep.store import ResultStore
@@ -125,7 +144,8 @@ def cmd_sweep(args) -> int:
     progress = _Progress(sum(1 for c in cells if not c.skip_reason and not store.is_done(c.key)))
     claims = Claims(out)
     try:
-        counts = run_sweep(config, cells, store, progress, claims, args.executor, args.ray_address, args.ray_cpus)
+        counts = run_sweep(config, cells, store, progress, claims, args.executor, args.ray_address, args.ray_cpus,
+                           worker, actors)
     finally:
         claims.release_all()
         progress.close()

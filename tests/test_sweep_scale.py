@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from softpick_bench.cli import main
+from softpick_bench.sweep import executors, workers
 from softpick_bench.sweep.claims import Claims
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,12 +158,9 @@ def _check_crash_contained(out, text, expected, error_has: str):
     assert not list((out / "claims").glob("*"))
 
 
-def _count_starts(monkeypatch, runner: str, method: str) -> list:
-    """Count the calls of executors.<runner>.<method> (a worker's or an actor's start)."""
-    from softpick_bench.sweep import executors
-
-    cls, calls = getattr(executors, runner), []
-    original = getattr(cls, method)
+def _count_starts(monkeypatch, cls, method: str) -> list:
+    """Count the calls of cls.method (a worker's or an actor's start)."""
+    calls, original = [], getattr(cls, method)
 
     def counted(self, *args, **kwargs):
         calls.append(1)
@@ -175,20 +173,38 @@ def _count_starts(monkeypatch, runner: str, method: str) -> list:
 def test_process_executor_matches_local_and_contains_a_crash(local_run, tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(PLUGINS))  # the forkserver's children get the driver's sys.path and backends
     monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
-    started = _count_starts(monkeypatch, "_ProcessRunner", "_start_worker")
+    started = _count_starts(monkeypatch, workers.Worker, "__init__")
     cfg, expected = local_run
     out = tmp_path / "run"
     assert main(["sweep", str(_with_abort(cfg, tmp_path)), "--out", str(out), "--executor", "process"]) == 1
     text = capsys.readouterr().out
     _check_crash_contained(out, text, expected, "SIGABRT")
-    # units in turn on one child: 6 good units, then the first abort kills it and a fresh one takes
-    # the second; the first child loaded micro/softmax once for its 4 units of that checkpoint
+    # units in turn on one child (started before the plan was made): 6 good units, then the first
+    # abort kills it and a fresh one takes the second; the first child loaded micro/softmax once
+    # for its 4 units of that checkpoint
     assert started == [1, 1], started
     assert text.count("loaded micro/softmax") == 1, text
 
 
+def test_process_worker_is_replaced_after_a_failed_unit(tmp_path, monkeypatch, capsys):
+    """A unit whose quantizer raises is recorded as failed by the runner, and the next unit gets a
+    fresh worker (a CUDA fault would have poisoned the old one's context)."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
+    started = _count_starts(monkeypatch, workers.Worker, "__init__")
+    out = tmp_path / "run"
+    cfg = _config(tmp_path, [{"method": "raise_test", "bits": 4}])
+    assert main(["sweep", str(cfg), "--out", str(out), "--executor", "process"]) == 1
+    text = capsys.readouterr().out
+    assert "2 cells ran" in text and "2 failed" in text, text
+    errors = [json.loads(p.read_text()) for p in (out / "cells").glob("*.error.json")]
+    assert sorted(e["stage"] for e in errors) == ["quantize", "quantize"], errors
+    # the baselines share the first worker; each failing unit then ends its worker's life
+    assert started == [1, 1], started
+
+
 def test_process_children_are_spawned_on_cuda_forked_from_a_server_on_cpu():
-    from softpick_bench.sweep.executors import start_method
+    from softpick_bench.sweep.workers import start_method
 
     assert [start_method(d) for d in ("cpu", "cuda", "cuda:1")] == ["forkserver", "spawn", "spawn"]
 
@@ -196,11 +212,9 @@ def test_process_children_are_spawned_on_cuda_forked_from_a_server_on_cpu():
 def test_spawned_process_children_match_local(local_run, tmp_path, monkeypatch):
     """The CUDA start method, exercised on CPU: fresh interpreters give local's values. The baseline
     alone (2 units): each spawned child pays the imports, about 13 s here."""
-    from softpick_bench.sweep import executors
-
     asked = []
-    monkeypatch.setattr(executors, "start_method", lambda device: asked.append(device) or "spawn")
-    started = _count_starts(monkeypatch, "_ProcessRunner", "_start_worker")
+    monkeypatch.setattr(workers, "start_method", lambda device: asked.append(device) or "spawn")
+    started = _count_starts(monkeypatch, workers.Worker, "__init__")
     _, expected = local_run
     out = tmp_path / "run"
     assert main(["sweep", str(_config(tmp_path, [])), "--out", str(out), "--executor", "process"]) == 0
@@ -218,7 +232,7 @@ def ray_cluster(tmp_path_factory):
     workers inherit the environment of its start: ABORT_TEST_LOG is set for that start only, and the
     test sets the plugin's path and backend afterwards, so only the executor's runtime env carries them."""
     ray = pytest.importorskip("ray")
-    from softpick_bench.sweep.executors import start_local_ray
+    from softpick_bench.sweep.workers import start_local_ray
 
     attempts = tmp_path_factory.mktemp("ray") / "abort-attempts.log"
     with pytest.MonkeyPatch.context() as mp:
@@ -230,13 +244,11 @@ def ray_cluster(tmp_path_factory):
 
 
 def test_ray_executor_matches_local_and_contains_a_crash(local_run, ray_cluster, tmp_path, monkeypatch, capsys):
-    from softpick_bench.sweep import executors
-
     monkeypatch.setattr(executors, "RAY_MAX_RETRIES", 1)  # one retry shows retrying; each costs a worker start
     monkeypatch.syspath_prepend(str(PLUGINS))  # the driver validates the plan with the backend loaded
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("SOFTPICK_BENCH_BACKENDS", "abort_backend")
-    actors = _count_starts(monkeypatch, "_RayRunner", "new_actor")
+    actors = _count_starts(monkeypatch, workers.RayActors, "new_actor")
     cfg, expected = local_run
     out = tmp_path / "run"
     assert main(["sweep", str(_with_abort(cfg, tmp_path)), "--out", str(out), "--executor", "ray"]) == 1

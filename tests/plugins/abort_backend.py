@@ -1,4 +1,5 @@
-"""A test-only backend whose quantizer kills its process (os.abort: SIGABRT), as a native crash would.
+"""Test-only backends: `abort_test` kills its process (os.abort: SIGABRT), as a native crash would;
+`raise_test` raises, as a failing quantizer does.
 
 Loaded through SOFTPICK_BENCH_BACKENDS=abort_backend (with tests/plugins on the path), so the child
 processes of `--executor process` and the Ray workers of `--executor ray` register it too. With
@@ -22,3 +23,12 @@ class AbortQuantizer(WeightQuantizer):
             with open(log, "a") as f:
                 f.write(f"pid={os.getpid()} nice={os.nice(0)}\n")
         os.abort()
+
+
+@register
+class RaiseQuantizer(WeightQuantizer):
+    name = "raise_test"
+    bits = frozenset({4})
+
+    def apply(self, model, spec, ctx):
+        raise RuntimeError("raise_test always fails")
