@@ -141,3 +141,19 @@ def test_resumed_sweep_reuses_stored_requests_and_rebuilds_bad_ones(pair, tmp_pa
         assert requests.LOADED_FROM_DISK[key] == loads + 1  # not trusted: tokenized again, file rewritten
         assert _numbers(rebuilt.metrics) == _numbers(first.metrics)
         assert gzip.decompress(stored.read_bytes())
+
+
+def test_lambada_perplexity_stderr_is_lm_evals_on_the_cached_path(pair, monkeypatch):
+    """The cached path computes the perplexity stderr with the vectorised bootstrap
+    (eval/harness/bootstrap.py), the uncached one with lm-eval's own pool: the same numbers."""
+    from softpick_bench.eval.harness import bootstrap
+
+    chunks, replicates = [], bootstrap.perplexity_replicates
+    monkeypatch.setattr(bootstrap, "perplexity_replicates", lambda *a: chunks.append(a[1]) or replicates(*a))
+    requests.forget_prepared()
+    spec = make_spec("lambada_openai", {"limit": 30})
+    cached = run_task(_target(pair["softmax"]), spec)
+    assert sorted(chunks) == sorted([0, 99] + list(range(100)))  # the probe, then all 100 chunks: no fallback
+    by_metric = {m.metric: m for m in cached.metrics}
+    assert by_metric["perplexity"].stderr is not None and by_metric["perplexity"].stderr > 0
+    assert _numbers(cached.metrics) == _numbers(run_harness_task_uncached(_target(pair["softmax"]), spec))

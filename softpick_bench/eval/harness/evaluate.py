@@ -68,6 +68,7 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     from lm_eval.evaluator import evaluate
 
     from softpick_bench.eval.harness import requests
+    from softpick_bench.eval.harness.bootstrap import vectorised_perplexity_stderr
     from softpick_bench.eval.harness.tasks import task_manager
 
     opts = dict(spec.options)
@@ -106,13 +107,14 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     task.process_results = recording
     requests.set_seeds(seed)  # as simple_evaluate leaves them before evaluate
     try:
-        out = evaluate(
-            lm=lm,
-            task_dict=prepared.task_dict,
-            limit=opts["limit"],
-            bootstrap_iters=opts["bootstrap_iters"],
-            log_samples=False,
-        )
+        with vectorised_perplexity_stderr():  # lm-eval's own stderr numbers, computed faster
+            out = evaluate(
+                lm=lm,
+                task_dict=prepared.task_dict,
+                limit=opts["limit"],
+                bootstrap_iters=opts["bootstrap_iters"],
+                log_samples=False,
+            )
     finally:
         del task.process_results
     seconds = time.perf_counter() - start
