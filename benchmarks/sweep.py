@@ -153,6 +153,8 @@ def main() -> None:
     paths, model_config = write_checkpoints(args.work, args.tokenizer, args.tiny)
     cuda = args.device.startswith("cuda")
     peak = matmul_peak_tflops() if cuda else None
+    if peak:  # printed now too: a run stopped before its table keeps it in the log
+        print(f"bf16 matmul peak measured in this run: {peak:.0f} TFLOP/s", flush=True)
     seq = 2048 if not args.tiny else 256
     extra = {} if args.limit is None else {"limit": args.limit}
     batching = {} if args.batch_tokens is None else {"batch_tokens": args.batch_tokens}

@@ -32,9 +32,10 @@
 # Session 6: STEPS="bootstrap executors sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072"
 # (the scoring forward ran at 7.6% of the bf16 peak with packs of 64 requests). gpu-smoke takes
 # about 95 s per executor run, so the executors step took 870 s and the device time ran out at 121
-# of the sweep's 180 cells (results/bench/sweep-packs-h200-partial.md). Next: the sweep alone,
-# `STEPS=sweep SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072" bash scripts/gpu_bench.sh start`
-# then `collect` twice (no Ray calls needed).
+# of the sweep's 180 cells (results/bench/sweep-packs-h200-partial.md). Next: the bootstrap (now
+# with the vectorised copy) and the sweep, no Ray calls needed:
+# `STEPS="bootstrap sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072" bash scripts/gpu_bench.sh start`
+# then `collect` twice.
 # Every call returns within WAIT seconds (default 540) and prints the driver's progress.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
