@@ -259,3 +259,16 @@ def test_ray_executor_matches_local_and_contains_a_crash(local_run, ray_cluster,
     attempts = ray_cluster.read_text().splitlines()
     assert len(attempts) == 2 * 2, attempts  # each crashing unit: its run and its retry
     assert all(line.endswith(" nice=0") for line in attempts), attempts  # not Ray's default nice 15
+
+
+def test_a_worker_that_cannot_start_says_so(monkeypatch):
+    """A start failure (here: the process refuses to start) is raised where the unit is sent, with
+    its cause, and stopping that worker is a no-op."""
+    def refuse(self):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    worker = workers.Worker("cpu", "/nonexistent")
+    with pytest.raises(RuntimeError, match="did not start: OSError"):
+        worker.run(None, None, print)
+    worker.stop()

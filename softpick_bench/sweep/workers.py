@@ -80,13 +80,25 @@ class Worker:
         self.proc = ctx.Process(target=_worker_main, args=(out, self.tasks, self.lines,
                                                            os.environ.get(BACKENDS_ENV), list(sys.path)), daemon=True)
         self.used = False
-        self._starting = threading.Thread(target=self.proc.start, daemon=True)
+        self._start_error: BaseException | None = None
+        self._starting = threading.Thread(target=self._start, daemon=True)
         self._starting.start()
+
+    def _start(self) -> None:
+        try:
+            self.proc.start()
+        except BaseException as exc:  # raised in the driver by `run`
+            self._start_error = exc
+
+    def _started(self) -> bool:
+        self._starting.join()
+        return self._start_error is None
 
     def run(self, config, unit, line) -> tuple[dict | None, int | None]:
         """Send `unit`, pass its lines to `line`; (its counts, None), or (None, exit code) if the
         process died first."""
-        self._starting.join()
+        if not self._started():
+            raise RuntimeError(f"the worker process did not start: {self._start_error!r}") from self._start_error
         self.used = True
         self.tasks.put((config, unit))
         while True:
@@ -107,14 +119,16 @@ class Worker:
 
     def stop(self) -> None:
         """Let it finish and exit; one that never got a unit (a sweep with nothing to run) is killed."""
-        self._starting.join()
+        if not self._started():
+            return
         if self.used and self.proc.is_alive():
             self.tasks.put(None)
             self.proc.join(timeout=30)
         self.kill()
 
     def kill(self) -> None:
-        self._starting.join()
+        if not self._started():
+            return
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join()
