@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from lm_eval.api import metrics
 
 from softpick_bench.eval.harness import bootstrap
@@ -34,6 +35,15 @@ def timed(xs: list[float], iters: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     value = metrics.bootstrap_stderr(metrics.perplexity, xs, iters=iters)
     return time.perf_counter() - t0, value
+
+
+def best_of(n: int, fn) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def main() -> int:
@@ -52,6 +62,10 @@ def main() -> int:
         raise SystemExit(f"the vectorised stderr {ours!r} differs from lm-eval's {value!r}")
     os.environ["DISABLE_MULTIPROC"] = "1"
     single_s, _ = timed(xs, args.single_iters)
+    chunk = np.asarray(xs)[np.random.RandomState([0]).randint(0, LAMBADA_DOCS, (bootstrap.CHUNK, LAMBADA_DOCS))]
+    sum_s = {name: best_of(3, lambda: fn(chunk)) for name, fn in
+             [("left to right (np.cumsum, Python < 3.12)", lambda v: np.cumsum(v, axis=1)),
+              ("Neumaier (Python >= 3.12)", bootstrap._neumaier_rows)]}
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     per_iter = single_s / args.single_iters
     lines = [
@@ -63,6 +77,10 @@ def main() -> int:
         f"| one process (DISABLE_MULTIPROC) | {args.single_iters} | {single_s:.2f} | {per_iter * 1e5:.1f} |",
         f"| softpick-bench's vectorised copy (eval/harness/bootstrap.py), a thread per CPU | {args.iters} | {ours_s:.2f}"
         " | |",
+        "", f"The vectorised copy's summation of one chunk ({bootstrap.CHUNK} resamples), one thread, best of 3"
+        f" (this Python uses {'Neumaier' if bootstrap.NEUMAIER else 'left to right'}):", "",
+        "| summation | seconds per chunk |", "|---|---:|",
+        *[f"| {name} | {sec:.3f} |" for name, sec in sum_s.items()],
         "", f"stderr value: {value!r} from both lm-eval's pool and the vectorised copy (compared exactly);"
         f" the vectorised copy took {ours_s / pool_s:.2f}x the pool's time in this run.",
     ]

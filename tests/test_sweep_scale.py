@@ -184,6 +184,9 @@ def test_process_executor_matches_local_and_contains_a_crash(local_run, tmp_path
     # for its 4 units of that checkpoint
     assert started == [1, 1], started
     assert text.count("loaded micro/softmax") == 1, text
+    softmax = [json.loads(p.read_text()) for p in _ok_records(out)]
+    softmax = [r for r in softmax if r["kind"] == "softmax"]
+    assert {(r["quant"]["method"], r["timing"]["load_reused"]) for r in softmax} == {("none", False), ("rtn", True)}
 
 
 def test_process_worker_is_replaced_after_a_failed_unit(tmp_path, monkeypatch, capsys):

@@ -160,14 +160,16 @@ class Checkpoints:
         self.block: tuple | None = None
         self.loaded: dict[tuple, tuple] = {}  # group -> (model or None, load error or None, load seconds)
 
-    def get(self, config: SweepConfig, group: tuple, cell: Cell, echo) -> tuple:
+    def get(self, config: SweepConfig, group: tuple, cell: Cell, echo) -> tuple[tuple, bool]:
+        """(model or None, load error or None, load seconds), and whether an earlier unit loaded it."""
         block = (group[0], group[2])
         if block != self.block:
             self.clear()
             self.block = block
-        if group not in self.loaded:
+        reused = group in self.loaded
+        if not reused:
             self.loaded[group] = _load(config, group, cell, echo)
-        return self.loaded[group]
+        return self.loaded[group], reused
 
     def clear(self) -> None:
         self.loaded.clear()
@@ -186,9 +188,6 @@ def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=p
     counts = new_counts()
     total = sum(len(u.cells) for u in units)
     index = 0
-    shared_by: dict[tuple, int] = defaultdict(int)  # cells of this call that share one load of a checkpoint
-    for unit in units:
-        shared_by[unit.group] += len(unit.cells)
     own = checkpoints is None
     checkpoints = Checkpoints() if own else checkpoints
 
@@ -204,7 +203,7 @@ def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=p
                 if not spec_cells:
                     continue
                 try:
-                    model, load_error, load_s = checkpoints.get(config, unit.group, spec_cells[0], echo)
+                    (model, load_error, load_s), reused = checkpoints.get(config, unit.group, spec_cells[0], echo)
                     if load_error is not None:
                         for cell in spec_cells:
                             index += 1
@@ -213,7 +212,7 @@ def run_units(config: SweepConfig, units: list[Unit], store: ResultStore, echo=p
                         counts["failed"] += len(spec_cells)
                         continue
                     index = _run_spec(config, model, unit.spec, spec_cells, store, finish, counts, echo,
-                                      index, total, load_s, shared_by[unit.group])
+                                      index, total, load_s, reused)
                 finally:
                     if claims is not None:
                         for cell in spec_cells:
@@ -239,7 +238,7 @@ def _load(config: SweepConfig, group: tuple, cell: Cell, echo) -> tuple:
     return loaded, None, load_s
 
 
-def _run_spec(config, loaded, spec, spec_cells, store, finish, counts, echo, index, total, load_s, shared) -> int:
+def _run_spec(config, loaded, spec, spec_cells, store, finish, counts, echo, index, total, load_s, reused) -> int:
     """Quantize one copy for `spec` and evaluate its cells; returns the advanced cell index."""
     _reset_peak(config.device)
     model, report, quant_s, copy_s = loaded.model, None, 0.0, 0.0
@@ -299,7 +298,7 @@ def _run_spec(config, loaded, spec, spec_cells, store, finish, counts, echo, ind
             "metrics": [asdict(m) for m in metrics],
             "timing": {
                 "load_s": load_s,
-                "load_shared_by_cells": shared,
+                "load_reused": reused,  # load_s was paid by an earlier unit's cells, not this one's
                 "copy_s": copy_s,
                 "quantize_s": quant_s,
                 "evaluate_s": eval_s,

@@ -13,7 +13,7 @@ because no library reproduces lm-eval's resampling stream. The 3.12 summation wa
 against CPython 3.12.1's and 3.13.0's own `sum` on 300 rows of mixed signs and magnitudes (by
 hand, 2026-12-02; tests/test_bootstrap.py checks it against a transcription of CPython's loop).
 
-Every call first recomputes a few resamples with lm-eval's own code and compares them exactly;
+Every call first recomputes a few resamples with lm-eval's own pool worker and compares them exactly;
 on any difference (another Python's `sum`, another lm-eval) it uses lm-eval's own bootstrap for
 that call, so the number recorded is always lm-eval's.
 """
@@ -24,7 +24,6 @@ import contextlib
 import logging
 import math
 import os
-import random
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -74,29 +73,26 @@ def perplexity_replicates(xs, seed: int, count: int) -> list[float]:
     return [math.exp(-m) for m in means.tolist()]
 
 
-def _lm_eval_replicates(f, xs, seed: int, count: int) -> list[float]:
-    rnd = random.Random()
-    rnd.seed(seed)
-    return [f(rnd.choices(xs, k=len(xs))) for _ in range(count)]
-
-
-def _agrees(f, xs, chunks: int) -> bool:
-    """Our replicates equal lm-eval's own, exactly, for the first resamples of the first and
-    last chunk."""
-    probe = min(3, CHUNK)
-    return all(perplexity_replicates(xs, seed, probe) == _lm_eval_replicates(f, xs, seed, probe)
-               for seed in {0, chunks - 1})
+def _agrees(metrics, xs, chunks: int, probe: int = 3) -> bool:
+    """Our replicates equal those of lm-eval's own pool worker (`_bootstrap_internal`), exactly,
+    for the first resamples of the first and the last chunk."""
+    internal = getattr(metrics, "_bootstrap_internal", None)
+    if internal is None:  # another lm-eval: nothing to check against
+        return False
+    own = internal(metrics.perplexity, probe)
+    return all(perplexity_replicates(xs, seed, probe) == own((seed, xs)) for seed in {0, chunks - 1})
 
 
 def bootstrap_stderr(original, f, xs, iters: int) -> float:
-    """lm-eval's `bootstrap_stderr(f, xs, iters)`: vectorised for `perplexity`, `original` otherwise."""
+    """lm-eval's `bootstrap_stderr(f, xs, iters)`: vectorised for `perplexity` over whole chunks,
+    `original` otherwise."""
     from lm_eval.api import metrics
 
-    chunks = iters // min(CHUNK, iters) if iters > 0 else 0
     if f is not metrics.perplexity or iters < CHUNK or iters % CHUNK or not xs:
         return original(f, xs, iters)
+    chunks = iters // CHUNK
     xs = list(xs)
-    if not _agrees(f, xs, chunks):
+    if not _agrees(metrics, xs, chunks):
         log.warning("vectorised bootstrap differs from lm-eval's own here: using lm-eval's")
         return original(f, xs, iters)
     replicates: list[float] = []
