@@ -70,6 +70,7 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     from softpick_bench.eval.harness import requests
     from softpick_bench.eval.harness.bootstrap import vectorised_perplexity_stderr
     from softpick_bench.eval.harness.tasks import task_manager
+    from softpick_bench.eval.harness.templates import compiled_templates
 
     opts = dict(spec.options)
     name = spec.name
@@ -82,16 +83,17 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
         lm_name, request_options, target.tokenizer, lm.max_length, _data_digest(lm_name, opts["source"])
     )
     start = time.perf_counter()
-    prepared = requests.prepare(
-        lm_name,
-        task_manager(opts["source"]),
-        lm,
-        num_fewshot=opts["num_fewshot"],
-        limit=opts["limit"],
-        seed=seed,
-        key=key,
-        cache_dir=None if target.cache_dir is None else f"{target.cache_dir}/requests",
-    )
+    with compiled_templates():  # the same prompts, each template compiled once (templates.py)
+        prepared = requests.prepare(
+            lm_name,
+            task_manager(opts["source"]),
+            lm,
+            num_fewshot=opts["num_fewshot"],
+            limit=opts["limit"],
+            seed=seed,
+            key=key,
+            cache_dir=None if target.cache_dir is None else f"{target.cache_dir}/requests",
+        )
     prepare_s = time.perf_counter() - start
     lm.attach(prepared)
     task = prepared.task
@@ -107,7 +109,8 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     task.process_results = recording
     requests.set_seeds(seed)  # as simple_evaluate leaves them before evaluate
     try:
-        with vectorised_perplexity_stderr():  # lm-eval's own stderr numbers, computed faster
+        # lm-eval's own strings and stderr numbers, computed faster
+        with compiled_templates(), vectorised_perplexity_stderr():
             out = evaluate(
                 lm=lm,
                 task_dict=prepared.task_dict,
