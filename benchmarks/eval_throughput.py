@@ -8,9 +8,10 @@ the paper's five tasks the registered evaluator runs once end to end (first kind
 loop, --limit documents, zero-shot), and the loglikelihood requests lm-eval hands the
 bridge are recorded. Then, for each attention kind, BenchLM's `_loglikelihood_tokens`
 replays those requests under each loop (--loops, default padded then packed): one untimed
-warm-up (kernel compilation), then --reps timed runs; the median is reported. The packed
-loop's per-request log-likelihoods and greedy flags are compared with the padded loop's
-(bf16: small differences are expected, flipped greedy flags are counted).
+warm-up (kernel compilation), then --reps timed runs; the median is reported. The last
+loop's per-request log-likelihoods and greedy flags are compared with the first loop's
+(bf16: small differences are expected, flipped greedy flags are counted). A loop is a packing
+mode, optionally with the fused forward: `--loops on,on+fused` times eager against fused.
 --mode e2e: the registered evaluator end to end for each kind and task (full data unless
 --limit), with the loop given by --packing.
 
@@ -36,6 +37,7 @@ import torch
 
 from softpick_bench.eval.harness.bridge import PACKING_MODES, BenchLM
 from softpick_bench.eval.tasks import EvalTarget, make_spec, run_task
+from softpick_bench.models.fused import scoring_forward
 from softpick_bench.models.tiny import build_model, tiny_llama_config
 
 PAPER_TASKS = ("arc_easy", "lambada_openai", "piqa", "sciq", "wikitext_word")
@@ -93,7 +95,9 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=131072, help="most (padded) tokens per forward pass")
     ap.add_argument("--bootstrap-iters", type=int, default=None, help="default 100 (compare), 1000 (e2e)")
     ap.add_argument("--limit", type=int, default=None, help="documents per task (default 1000 compare, all e2e)")
-    ap.add_argument("--loops", default="off,on", help="compare: packing modes to time, 'off' = padded, 'on' = packed")
+    ap.add_argument("--loops", default="off,on",
+                    help="compare: packing modes to time, 'off' = padded, 'on' = packed; '+fused' after one: "
+                         "the fused forward (e.g. on,on+fused)")
     ap.add_argument("--reps", type=int, default=3, help="compare: timed runs per loop after one warm-up")
     ap.add_argument("--device", default="cuda", help="compare: 'cpu' for a smoke run of the script (float32)")
     ap.add_argument("--packing", choices=PACKING_MODES, default="auto", help="e2e: the loop (BenchLM.default_packing)")
@@ -196,14 +200,18 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def replay(model, tok, calls: list[list], packing: str, opts: dict, reps: int) -> dict:
-    """One warm-up and `reps` timed passes of the scoring loop over the recorded requests."""
+def replay(model, tok, calls: list[list], loop: str, opts: dict, reps: int) -> dict:
+    """One warm-up and `reps` timed passes of the scoring loop over the recorded requests.
+
+    loop: a packing mode, optionally with "+fused" (the fused forward, models/fused.py)."""
+    packing, _, fused = loop.partition("+")
     times, answers, lm = [], None, None
     for rep in range(reps + 1):
         lm = BenchLM(model, tok, batch_size=opts["batch_size"], batch_tokens=opts["batch_tokens"], packing=packing)
         sync()
         start = time.perf_counter()
-        answers = [a for reqs in calls for a in lm._loglikelihood_tokens(reqs, disable_tqdm=True)]
+        with scoring_forward(model, "fused" if fused else "eager"):
+            answers = [a for reqs in calls for a in lm._loglikelihood_tokens(reqs, disable_tqdm=True)]
         sync()
         if rep:
             times.append(time.perf_counter() - start)
@@ -214,7 +222,7 @@ def replay(model, tok, calls: list[list], packing: str, opts: dict, reps: int) -
 
 
 def agreement(got: list, want: list) -> dict:
-    """Packed vs padded answers: largest |difference| of log-likelihoods (absolute, and over max(1, |ll|))."""
+    """The last loop against the first: largest |difference| of log-likelihoods (absolute, and over max(1, |ll|))."""
     diffs = [abs(g[0] - w[0]) for g, w in zip(got, want)]
     rel = [d / max(1.0, abs(w[0])) for d, w in zip(diffs, want)]
     flips = sum(g[1] != w[1] for g, w in zip(got, want))
@@ -279,7 +287,7 @@ def machine() -> str:
 def write_compare_table(out: Path, rows: list[dict], setup: dict, echo: bool = True) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     loops = setup["loops"]
-    name = {"off": "padded", "on": "packed", "auto": "auto"}
+    name = {"off": "padded", "on": "packed", "auto": "auto", "off+fused": "padded fused", "on+fused": "packed fused"}
     lines = [
         "# lm-eval scoring loops side by side, paper 340M architecture (random weights, bf16)",
         "",

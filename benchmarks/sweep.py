@@ -141,6 +141,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="documents per lm-eval task (default: all)")
     ap.add_argument("--batch-size", type=int, default=64, help="lm-eval tasks: most requests per forward")
     ap.add_argument("--batch-tokens", type=int, default=None, help="lm-eval tasks: most tokens per forward")
+    ap.add_argument("--forward", choices=("eager", "fused"), default="eager",
+                    help="every task's forward option (fused: models/fused.py)")
     ap.add_argument("--breakdown", type=Path, metavar="RUN", help="only print the per-method table of RUN's records")
     args = ap.parse_args()
     if args.breakdown:
@@ -158,6 +160,7 @@ def main() -> None:
     seq = 2048 if not args.tiny else 256
     extra = {} if args.limit is None else {"limit": args.limit}
     batching = {} if args.batch_tokens is None else {"batch_tokens": args.batch_tokens}
+    forward = {} if args.forward == "eager" else {"forward": args.forward}
     config = {
         "name": "sweep-bench",
         "seed": 0,
@@ -165,8 +168,9 @@ def main() -> None:
         "device": args.device,
         "pairs": [{"name": "paper340m", **paths}],
         "quant": matrix(128 if not args.tiny else 32, args.device),
-        "tasks": [{"name": "wikitext2", "seq_len": seq, "batch_size": 8, **({"max_windows": 4} if args.limit else {})}]
-        + [{"name": t, "batch_size": args.batch_size, **batching, **extra} for t in TASKS],
+        "tasks": [{"name": "wikitext2", "seq_len": seq, "batch_size": 8, **forward,
+                   **({"max_windows": 4} if args.limit else {})}]
+        + [{"name": t, "batch_size": args.batch_size, **batching, **forward, **extra} for t in TASKS],
     }
     cfg_path = args.work / "sweep-bench.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -187,7 +191,8 @@ def main() -> None:
         f"`python benchmarks/sweep.py --tokenizer {args.tokenizer} --out {args.out}"
         + (" --tiny" if args.tiny else "") + (f" --limit {args.limit}" if args.limit else "")
         + (f" --batch-size {args.batch_size}" if args.batch_size != 64 else "")
-        + (f" --batch-tokens {args.batch_tokens}" if args.batch_tokens else "") + "`",
+        + (f" --batch-tokens {args.batch_tokens}" if args.batch_tokens else "")
+        + (f" --forward {args.forward}" if args.forward != "eager" else "") + "`",
         "",
         f"{len(records)} cells ok, {errors} failed (sweep exit code {code}); random weights, "
         f"{config['dtype']}, " + ("full task data." if args.limit is None else f"{args.limit} documents per lm-eval task."),

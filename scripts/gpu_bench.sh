@@ -5,6 +5,9 @@
 #      copies the working tree to /tmp/sb, installs the GPU wheelhouse and starts the driver, which
 #      runs the steps named in STEPS, in this order:
 #        bootstrap: benchmarks/bootstrap_stderr.py (lm-eval's perplexity stderr, alone);
+#        gputest: the fused forward's tolerance test on CUDA in bf16 (tests/test_fused_forward.py);
+#        forward: benchmarks/eval_throughput.py, eager against fused forward on the five tasks' full
+#          requests (packed loop, both kinds);
 #        gptq: benchmarks/gptq_speed.py at the 340M shape;
 #        executors: once the Ray wheel is complete, benchmarks/executors.py on configs/gpu-smoke.yaml
 #          (local, process, ray; EXEC_REPEATS rounds);
@@ -26,6 +29,8 @@
 #   ray-trim.whl: the ray wheel with `zip -d ray.whl 'ray/jars/*' 'ray/dashboard/client/build/static/js/*.map'`
 #   .carry/ray-a/ray.part-a: its first 20000000 bytes (`head -c`); .carry/ray-b/ray.part-b: the rest;
 #   .carry/ray-deps: the jsonschema, jsonschema-specifications, referencing and rpds-py cp312 wheels
+# Session 7: STEPS="bootstrap gputest forward sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072
+# --forward fused" (carry .whl-gpu and .carry/llama2-tokenizer only), then `collect` until done.
 # Ran 2026-12-02 (session 5): gptq and sweep (results/bench/*-h200.md; the sweep took 1181 s, so
 # calls 2 and 4 waited their full WAIT). The executors step failed there: every `process` child died
 # with "Cannot re-initialize CUDA in forked subprocess" (fixed since: spawned children on CUDA).
@@ -43,7 +48,7 @@ SB=/tmp/sb
 SITE=/tmp/site
 LOG=/tmp/bench-driver.log
 WAIT=${WAIT:-540}
-STEPS=${STEPS:-bootstrap executors sweep}  # the driver's steps (of bootstrap gptq executors sweep), in that order
+STEPS=${STEPS:-bootstrap executors sweep}  # the driver's steps (of bootstrap gputest forward gptq executors sweep), in that order
 EXEC_REPEATS=${EXEC_REPEATS:-3}       # runs of each executor
 SWEEP_ARGS=${SWEEP_ARGS:-}            # e.g. "--batch-size 4096 --batch-tokens 131072" (the replay's limits)
 
@@ -71,6 +76,15 @@ driver() {
     echo bootstrap > /tmp/bench-phase
     python3 benchmarks/bootstrap_stderr.py --out results/bench/bootstrap-stderr-h200.md 2>&1 | grep -v 'it/s]'
   fi
+  if [[ " $STEPS " == *" gputest "* ]]; then
+    echo gputest > /tmp/bench-phase
+    python3 -m pytest -q -p no:cacheprovider tests/test_fused_forward.py 2>&1 | tee results/bench/fused-forward-test-h200.txt | tail -n 5
+  fi
+  if [[ " $STEPS " == *" forward "* ]]; then
+    echo forward > /tmp/bench-phase
+    python3 benchmarks/eval_throughput.py --tokenizer .carry/llama2-tokenizer --loops on,on+fused --limit 0 \
+      --out results/bench/fused-forward-h200.md 2>&1 | grep -v '^{' | tail -n 20
+  fi
   if [[ " $STEPS " == *" gptq "* ]]; then
     echo gptq > /tmp/bench-phase
     python3 benchmarks/gptq_speed.py > results/bench/gptq-speed-h200.txt 2>&1
@@ -96,7 +110,7 @@ case "${1:-}" in
   start)
     rm -rf $SB && mkdir -p $SB && cp -a . $SB/ && mkdir -p $SITE $SB/results/bench
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE \
-      .whl-gpu/*.whl .carry/ray-deps/*.whl || exit 1
+      .whl-gpu/*.whl $(ls .carry/ray-deps/*.whl 2>/dev/null) || exit 1
     (STEPS="$STEPS" SWEEP_ARGS="$SWEEP_ARGS" EXEC_REPEATS="$EXEC_REPEATS" setsid bash "$0" driver > $LOG 2>&1 &)
     sleep 60
     progress

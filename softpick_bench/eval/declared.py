@@ -36,6 +36,21 @@ def in_range(low: int, high: int) -> Callable[[Any], str | None]:
     return lambda value: None if low <= value <= high else f"must be in {low}..{high}"
 
 
+FORWARDS = ("eager", "fused")  # how the model's forward runs while a task scores (models/fused.py)
+
+
+def _check_forward(value: str) -> str | None:
+    return None if value in FORWARDS else f"is not one of {', '.join(FORWARDS)}"
+
+
+FORWARD_OPTION = TaskOption(
+    str, "eager",
+    "'eager': transformers' modules as they are; 'fused': the decoder's norms, rotary embedding, SwiGLU and "
+    "residual adds fused by torch.compile (Llama only; bf16 results differ by rounding, models/fused.py)",
+    _check_forward,
+)
+
+
 @dataclass(frozen=True)
 class TaskDecl:
     name: str
@@ -70,6 +85,7 @@ declare(
         "seq_len": TaskOption(int, 2048, "window length in tokens"),
         "batch_size": TaskOption(int, 8, "windows per forward pass"),
         "max_windows": TaskOption(int, None, "evaluate only the first N windows (None = all)"),
+        "forward": FORWARD_OPTION,
     },
     description="WikiText-2 raw test perplexity, GPTQ convention (metric ppl_gptq)",
 )
@@ -109,6 +125,7 @@ HARNESS_OPTIONS = {
     "max_length": TaskOption(int, None, "context window in tokens (None = the model's max_position_embeddings)"),
     "source": TaskOption(str, "local", "'local': shipped data through our YAMLs; 'hub': lm-eval's hub tasks"),
     "bootstrap_iters": TaskOption(int, 100000, "bootstrap resamples for stderrs lm-eval bootstraps (perplexity)"),
+    "forward": FORWARD_OPTION,
 }
 
 for _name, _task in HARNESS_TASKS.items():

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from softpick_bench.eval import items
 from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOutput, TaskSpec, implements
 from softpick_bench.models.checkpoint import vocab_digest
+from softpick_bench.models.fused import scoring_forward
 
 
 def wikitext2_test_rows() -> list[str]:
@@ -68,7 +69,8 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
         ids = ids[: max_windows * seq_len]
     if ids.numel() < seq_len:
         raise ValueError(f"wikitext2: {ids.numel()} tokens is less than one window of {seq_len}")
-    sums = window_nlls(target.model, ids, seq_len, batch_size, target.device)
+    with scoring_forward(target.model, spec.option("forward")):
+        sums = window_nlls(target.model, ids, seq_len, batch_size, target.device)
     windows, per_window = len(sums), seq_len - 1
     count = windows * per_window
     mean = math.fsum(sums) / count
@@ -79,6 +81,7 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
         "predicted_tokens": count,
         "dataset_tokens": total_tokens,
         "tokenizer": tokenizer_id(target.tokenizer),
+        "forward": spec.option("forward"),
         "convention": "gptq: rows joined with \\n\\n, non-overlapping windows, mean NLL over predicted tokens",
     }
     metric = Metric("ppl_gptq", math.exp(mean), None, higher_is_better=False, details=details)

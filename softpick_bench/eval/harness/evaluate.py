@@ -71,6 +71,7 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     from softpick_bench.eval.harness.bootstrap import vectorised_perplexity_stderr
     from softpick_bench.eval.harness.tasks import task_manager
     from softpick_bench.eval.harness.templates import compiled_templates
+    from softpick_bench.models.fused import scoring_forward
 
     opts = dict(spec.options)
     name = spec.name
@@ -110,7 +111,7 @@ def run_harness_task(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
     requests.set_seeds(seed)  # as simple_evaluate leaves them before evaluate
     try:
         # lm-eval's own strings and stderr numbers, computed faster
-        with compiled_templates(), vectorised_perplexity_stderr():
+        with compiled_templates(), vectorised_perplexity_stderr(), scoring_forward(target.model, opts["forward"]):
             out = evaluate(
                 lm=lm,
                 task_dict=prepared.task_dict,
@@ -133,6 +134,7 @@ def run_harness_task_uncached(target: EvalTarget, spec: TaskSpec) -> list[Metric
 
     from softpick_bench.eval.harness.bridge import BenchLM
     from softpick_bench.eval.harness.tasks import task_manager
+    from softpick_bench.models.fused import scoring_forward
 
     opts = dict(spec.options)
     _check_options(spec.name, opts)
@@ -140,21 +142,22 @@ def run_harness_task_uncached(target: EvalTarget, spec: TaskSpec) -> list[Metric
     lm = _lm(BenchLM, target, opts)
     seed = target.seed
     start = time.perf_counter()
-    out = simple_evaluate(
-        model=lm,
-        tasks=[lm_name],
-        task_manager=task_manager(opts["source"]),
-        num_fewshot=opts["num_fewshot"],
-        limit=opts["limit"],
-        bootstrap_iters=opts["bootstrap_iters"],
-        use_cache=None,  # lm-eval's request cache is keyed on the request only: never share it
-        cache_requests=False,
-        log_samples=False,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
+    with scoring_forward(target.model, opts["forward"]):
+        out = simple_evaluate(
+            model=lm,
+            tasks=[lm_name],
+            task_manager=task_manager(opts["source"]),
+            num_fewshot=opts["num_fewshot"],
+            limit=opts["limit"],
+            bootstrap_iters=opts["bootstrap_iters"],
+            use_cache=None,  # lm-eval's request cache is keyed on the request only: never share it
+            cache_requests=False,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     return _metrics(out, lm_name, opts, lm, target, time.perf_counter() - start)
 
 
@@ -176,6 +179,7 @@ def _metrics(out: dict, lm_name: str, opts: dict, lm, target: EvalTarget, second
         "max_length": lm.max_length,
         "seed": target.seed,
         "bootstrap_iters": opts["bootstrap_iters"],
+        "forward": opts["forward"],
         "attention_kind": target.kind,
         "logprob_dtype": "float32",
         "seconds": round(seconds, 3),
