@@ -52,6 +52,7 @@ def test_replicates_are_lm_evals_resamples():
 def test_stderr_equals_lm_evals_bootstrap_exactly(monkeypatch, n, iters):
     xs = _lls(n, seed=n)
     monkeypatch.setenv("DISABLE_MULTIPROC", "1")  # lm-eval's single-process path: the same seeds and draws
+    monkeypatch.setattr(bootstrap, "FASTER", True)  # the vectorised path on every Python
     expected = metrics.bootstrap_stderr(metrics.perplexity, xs, iters=iters)
     with bootstrap.vectorised_perplexity_stderr():
         got = metrics.bootstrap_stderr(metrics.perplexity, xs, iters=iters)
@@ -73,3 +74,10 @@ def test_other_metrics_and_a_disagreement_use_lm_evals_own(monkeypatch):
     monkeypatch.setattr(bootstrap, "row_sums", lambda values: np.cumsum(values, axis=1)[:, -1] + 1e-9)
     assert bootstrap.bootstrap_stderr(original, metrics.perplexity, xs, 1000) == -1.0  # the probe caught it
     assert calls == [metrics.median, metrics.perplexity, metrics.perplexity]
+
+
+def test_where_it_is_slower_lm_evals_own_runs(monkeypatch):
+    """Python 3.12+ (FASTER false): lm-eval's pool, measured faster than the Neumaier emulation."""
+    monkeypatch.setattr(bootstrap, "FASTER", False)
+    monkeypatch.setattr(bootstrap, "_agrees", lambda *a: pytest.fail("the vectorised path was entered"))
+    assert bootstrap.bootstrap_stderr(lambda f, xs, iters: -2.0, metrics.perplexity, _lls(50), 1000) == -2.0
