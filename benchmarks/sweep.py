@@ -12,7 +12,9 @@ five lm-eval tasks + wikitext2), full task data. The table is built from the cel
   prepare time: once per task and tokenizer, not per cell);
 - scoring: time inside the scoring loop (harness tasks) and the whole wikitext2 evaluation;
 - metrics: the rest of each harness evaluation (filters, process_results, aggregation, stderr);
-- bookkeeping: the matrix's wall time minus all of the above (planning, copies, records, report).
+- sweep startup and plan, report: the sweep command's own phases (its sweep-phases.json);
+- bookkeeping: the matrix's wall time minus all of the above (between and around cells: records,
+  per-item files, freeing each quantized copy).
 The scoring part's TFLOP/s (forward FLOPs as in eval_throughput.py) is put against the bf16
 matmul peak measured in the same run. The last line is `matrix wall-clock: <s> s (<n> cells)`.
 """
@@ -78,7 +80,10 @@ def evaluation_stages(record: dict) -> dict[str, float]:
     return {"request building": prepare, "scoring": model_s, "metrics": evaluate - prepare - model_s}
 
 
-def stage_table(records: list[dict], wall: float, peak: float | None, params_model) -> tuple[list[str], dict]:
+def stage_table(records: list[dict], wall: float, peak: float | None, params_model,
+                phases: dict | None = None) -> tuple[list[str], dict]:
+    """phases: the sweep command's sweep-phases.json; its startup and report are then stages of their
+    own, and "bookkeeping" is what is left (between and around cells)."""
     stages: dict[str, float] = defaultdict(float)
     flops, scoring = 0.0, 0.0
     loads = {}
@@ -99,6 +104,9 @@ def stage_table(records: list[dict], wall: float, peak: float | None, params_mod
             scoring += cell["scoring"]
             flops += task_flops(params_model, r["metrics"][0]["details"]["tokens"])
     stages["load"] = sum(loads.values())
+    if phases:
+        stages["sweep startup and plan"] = phases["startup_and_plan_s"]
+        stages["report"] = phases["report_s"]
     stages["bookkeeping"] = wall - sum(stages.values())
     lines = ["| stage | seconds | % of wall |", "|---|---:|---:|"]
     for name, sec in sorted(stages.items(), key=lambda kv: -kv[1]):
@@ -184,7 +192,9 @@ def main() -> None:
     errors = len(list((run / "cells").glob("*.error.json")))
     with torch.device("meta"):  # only the shapes are needed, for the FLOP count
         model = build_model(model_config, "softmax")
-    lines, summary = stage_table(records, wall, peak, model)
+    phases_file = run / "sweep-phases.json"
+    phases = json.loads(phases_file.read_text()) if phases_file.is_file() else None
+    lines, summary = stage_table(records, wall, peak, model, phases)
     head = [
         f"# The paper's 340M matrix through `softpick-bench sweep` ({machine()})",
         "",

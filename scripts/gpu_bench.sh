@@ -8,6 +8,7 @@
 #        gputest: the fused forward's tolerance test on CUDA in bf16 (tests/test_fused_forward.py);
 #        forward: benchmarks/eval_throughput.py, eager against fused forward on the five tasks' full
 #          requests (packed loop, both kinds);
+#        ppl: benchmarks/perplexity_paths.py, wikitext2 padded/packed x eager/fused;
 #        gptq: benchmarks/gptq_speed.py at the 340M shape;
 #        executors: once the Ray wheel is complete, benchmarks/executors.py on configs/gpu-smoke.yaml
 #          (local, process, ray; EXEC_REPEATS rounds);
@@ -48,7 +49,7 @@ SB=/tmp/sb
 SITE=/tmp/site
 LOG=/tmp/bench-driver.log
 WAIT=${WAIT:-540}
-STEPS=${STEPS:-bootstrap executors sweep}  # the driver's steps (of bootstrap gputest forward gptq executors sweep), in that order
+STEPS=${STEPS:-bootstrap executors sweep}  # the driver's steps (of bootstrap gputest forward ppl gptq executors sweep), in that order
 EXEC_REPEATS=${EXEC_REPEATS:-3}       # runs of each executor
 SWEEP_ARGS=${SWEEP_ARGS:-}            # e.g. "--batch-size 4096 --batch-tokens 131072" (the replay's limits)
 
@@ -84,6 +85,11 @@ driver() {
     echo forward > /tmp/bench-phase
     python3 benchmarks/eval_throughput.py --tokenizer .carry/llama2-tokenizer --loops on,on+fused --limit 0 \
       --out results/bench/fused-forward-h200.md 2>&1 | grep -v '^{' | tail -n 20
+  fi
+  if [[ " $STEPS " == *" ppl "* ]]; then
+    echo ppl > /tmp/bench-phase
+    python3 benchmarks/perplexity_paths.py --tokenizer .carry/llama2-tokenizer \
+      --out results/bench/perplexity-paths-h200.md 2>&1 | grep -v '^(' | tail -n 14
   fi
   if [[ " $STEPS " == *" gptq "* ]]; then
     echo gptq > /tmp/bench-phase

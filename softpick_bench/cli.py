@@ -143,12 +143,14 @@ def _sweep(args, config, out: Path, shard, start: float, worker, actors) -> int:
         HELD.replay()
     progress = _Progress(sum(1 for c in cells if not c.skip_reason and not store.is_done(c.key)))
     claims = Claims(out)
+    cells_start = time.perf_counter()
     try:
         counts = run_sweep(config, cells, store, progress, claims, args.executor, args.ray_address, args.ray_cpus,
                            worker, actors)
     finally:
         claims.release_all()
         progress.close()
+    cells_end = time.perf_counter()
     for note in claims.taken_over:
         print(note)
     elsewhere = (f", {counts['claimed_elsewhere']} claimed elsewhere (another sweep is computing them)"
@@ -164,6 +166,12 @@ def _sweep(args, config, out: Path, shard, start: float, worker, actors) -> int:
         print(f"shard {args.shard} done; when every shard is: softpick-bench report {out}")
         return 1 if counts["failed"] else 0
     print(write_report(out).summary())
+    # where this invocation's wall time went (the benchmark splits its bookkeeping with it)
+    phases = {"startup_and_plan_s": cells_start - start, "cells_s": cells_end - cells_start,
+              "report_s": time.perf_counter() - cells_end}
+    if counts["ran"] or counts["failed"]:  # a finished sweep re-run writes nothing (its folder may be read-only)
+        store.write_meta("sweep-phases.json", phases)
+    print("sweep phases: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in phases.items()))
     return 1 if counts["failed"] else 0
 
 

@@ -193,3 +193,27 @@ def test_kernel_varlen_path_equals_per_sequence_path(kind):
     slow = packed_attention(q, k, v, kind, 0.25, cu, cu, use_kernel=False)
     assert torch.isfinite(fast).all()
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_wikitext2_windows_packed_equal_padded(models, kind, monkeypatch):
+    """wikitext2's windows as one packed row give the padded batches' NLLs (float32), with no dense mask."""
+    from softpick_bench.eval import perplexity
+
+    model = models[kind]
+    ids = torch.randint(3, 8000, (5 * 32 + 7,), generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(perplexity, "PACKING", "off")
+    assert perplexity.attention_path(model) == "padded"
+    padded = perplexity.window_nlls(model, ids, seq_len=32, batch_size=2, device="cpu")
+    monkeypatch.setattr(perplexity, "PACKING", "auto")
+    assert perplexity.attention_path(model) == "packed"
+    monkeypatch.setattr(attention_mod, "sdpa_mask", _refuse_dense_mask)  # our kinds' (B, 1, T, T) mask builder
+    packed = perplexity.window_nlls(model, ids, seq_len=32, batch_size=2, device="cpu")
+    assert len(packed) == len(padded) == 5
+    assert packed == pytest.approx(padded, rel=1e-5)
+
+    set_hooks(model, AttentionHooks(kv=lambda k, v: (k, v)))  # hooks: the padded batches again
+    try:
+        assert perplexity.attention_path(model) == "padded"
+    finally:
+        set_hooks(model, None)

@@ -5,6 +5,12 @@ Join the raw test rows with "\\n\\n", tokenize once, cut into non-overlapping wi
 the mean negative log-likelihood over every predicted token of every window. This is
 not lm-eval's document-level word perplexity; the metric is named `ppl_gptq` so the two
 never share a name.
+
+Where the model allows it (models.attention.packing_problem: a Llama running one of our attention
+kinds, no attention hooks) a batch of windows runs as one packed row with cu_seq_lens, as the
+lm-eval bridge's packed loop does: the same causal attention within each window, but no (B, 1, T, T)
+mask is built and analysed in every layer. `PACKING = "off"` (a benchmark's switch) keeps the
+padded batches; the record's `attention_path` says which ran.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch.nn.functional as F
 
 from softpick_bench.eval import items
 from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOutput, TaskSpec, implements
+from softpick_bench.models.attention import has_attention_hooks, packed_attention_mask, packing_problem
 from softpick_bench.models.checkpoint import vocab_digest
 from softpick_bench.models.fused import scoring_forward
 
@@ -46,15 +53,45 @@ def _tokenized_test_text(tokenizer) -> torch.Tensor:
     return _TOKENIZED[key]
 
 
+PACKING = "auto"  # "auto": packed rows where the model allows it; "off": padded batches always
+
+
+def attention_path(model) -> str:
+    """'packed' or 'padded': how `window_nlls` batches windows on this model."""
+    if PACKING == "off" or packing_problem(model) is not None or has_attention_hooks(model):
+        return "padded"
+    return "packed"
+
+
+def _packed_logits(model, batch: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T, V) of B windows run as one packed row (each window attends to itself only)."""
+    b, t = batch.shape
+    device = batch.device
+    cu = torch.arange(0, (b + 1) * t, t, device=device, dtype=torch.int32)
+    hidden = model.get_decoder()(
+        input_ids=batch.reshape(1, b * t),
+        position_ids=torch.arange(t, device=device).repeat(b)[None],
+        attention_mask=packed_attention_mask(device),
+        use_cache=False,
+        cu_seq_lens_q=cu,
+        cu_seq_lens_k=cu,
+        max_length_q=t,
+        max_length_k=t,
+    ).last_hidden_state
+    return model.get_output_embeddings()(hidden).view(b, t, -1)
+
+
 def window_nlls(model, ids: torch.Tensor, seq_len: int, batch_size: int, device: str) -> list[float]:
     """Summed NLL of each non-overlapping window of `ids` (seq_len - 1 predicted tokens each)."""
     n_windows = ids.numel() // seq_len
     windows = ids[: n_windows * seq_len].view(n_windows, seq_len)
+    packed = attention_path(model) == "packed"
     sums: list[float] = []
     with torch.inference_mode():
         for start in range(0, n_windows, batch_size):
             batch = windows[start : start + batch_size].to(device)
-            logits = model(input_ids=batch).logits[:, :-1].float()
+            logits = _packed_logits(model, batch) if packed else model(input_ids=batch).logits
+            logits = logits[:, :-1].float()
             nll = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none").sum(dim=1)
             sums += nll.double().cpu().tolist()
     return sums
@@ -82,6 +119,7 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
         "dataset_tokens": total_tokens,
         "tokenizer": tokenizer_id(target.tokenizer),
         "forward": spec.option("forward"),
+        "attention_path": attention_path(target.model),
         "convention": "gptq: rows joined with \\n\\n, non-overlapping windows, mean NLL over predicted tokens",
     }
     metric = Metric("ppl_gptq", math.exp(mean), None, higher_is_better=False, details=details)

@@ -76,6 +76,26 @@ def packed_attention_mask(device: torch.device | str | None = None) -> torch.Ten
     return mask
 
 
+# Model types whose CausalLM head is exactly lm_head(decoder(ids)) (no logit scaling or capping),
+# and whose decoder takes position_ids and hands its extra kwargs to the attention function.
+PLAIN_HEAD_TYPES = ("llama",)
+
+
+def packing_problem(model) -> str | None:
+    """Why packed (cu_seq_lens) batches cannot run on `model` (None: they can)."""
+    config = model.config
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_TYPES:
+        return f"model type {getattr(config, 'model_type', None)!r} is not one of {PLAIN_HEAD_TYPES}"
+    if getattr(config, "_attn_implementation", None) not in ATTENTION_KINDS:
+        return f"attention implementation {config._attn_implementation!r} is not one of {ATTENTION_KINDS}"
+    return None
+
+
+def has_attention_hooks(model) -> bool:
+    """Whether KV or probability quantization hooks are set (packed batches would apply them per sequence)."""
+    return any(getattr(m, HOOKS_ATTR, None) is not None for m in model.modules())
+
+
 def _is_packed_placeholder(mask) -> bool:
     return mask is not None and getattr(mask, _PACKED_ATTR, False)
 

@@ -40,11 +40,12 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-from softpick_bench.models.attention import ATTENTION_KINDS, HOOKS_ATTR, packed_attention_mask
-
-# Model types whose CausalLM head is exactly lm_head(decoder(ids)) (no logit scaling or capping),
-# and whose decoder takes position_ids and hands its extra kwargs to the attention function.
-_PLAIN_HEAD_TYPES = ("llama",)
+from softpick_bench.models.attention import (
+    PLAIN_HEAD_TYPES,
+    has_attention_hooks,
+    packed_attention_mask,
+    packing_problem,
+)
 
 PACKING_MODES = ("auto", "on", "off")
 
@@ -95,12 +96,7 @@ class BenchLM(HFLM):
 
     def packing_problem(self) -> str | None:
         """Why the packed loop cannot run on this model (None: it can)."""
-        config = self.model.config
-        if getattr(config, "model_type", None) not in _PLAIN_HEAD_TYPES:
-            return f"model type {getattr(config, 'model_type', None)!r} is not one of {_PLAIN_HEAD_TYPES}"
-        if getattr(config, "_attn_implementation", None) not in ATTENTION_KINDS:
-            return f"attention implementation {config._attn_implementation!r} is not one of {ATTENTION_KINDS}"
-        return None
+        return packing_problem(self.model)
 
     def uses_packing(self) -> bool:
         """Whether `_loglikelihood_tokens` runs the packed loop (raises if packing='on' cannot)."""
@@ -113,8 +109,7 @@ class BenchLM(HFLM):
             return True
         if problem:
             return False
-        hooked = any(getattr(m, HOOKS_ATTR, None) is not None for m in self.model.modules())
-        return not hooked
+        return not has_attention_hooks(self.model)
 
     def _packs(self, reqs: list[_Scored]) -> list[list[_Scored]]:
         """Longest first; a pack grows until the request count or the token budget is reached (no padding)."""
@@ -216,7 +211,7 @@ class BenchLM(HFLM):
         """Float logits at positions (rows[i], cols[i]) of the batch `ids`."""
         model = self.model
         with torch.no_grad():
-            if getattr(model.config, "model_type", None) in _PLAIN_HEAD_TYPES:
+            if getattr(model.config, "model_type", None) in PLAIN_HEAD_TYPES:
                 hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
                 return model.get_output_embeddings()(hidden[rows, cols]).float()
             return model(input_ids=ids, use_cache=False).logits[rows, cols].float()
