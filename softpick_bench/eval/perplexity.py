@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from softpick_bench.eval import items
 from softpick_bench.eval.tasks import EvalTarget, Metric, TaskOutput, TaskSpec, implements
-from softpick_bench.models.attention import has_attention_hooks, packed_attention_mask, packing_problem
+from softpick_bench.models.attention import has_attention_hooks, packed_hidden_states, packing_problem
 from softpick_bench.models.checkpoint import vocab_digest
 from softpick_bench.models.fused import scoring_forward
 
@@ -68,16 +68,8 @@ def _packed_logits(model, batch: torch.Tensor) -> torch.Tensor:
     b, t = batch.shape
     device = batch.device
     cu = torch.arange(0, (b + 1) * t, t, device=device, dtype=torch.int32)
-    hidden = model.get_decoder()(
-        input_ids=batch.reshape(1, b * t),
-        position_ids=torch.arange(t, device=device).repeat(b)[None],
-        attention_mask=packed_attention_mask(device),
-        use_cache=False,
-        cu_seq_lens_q=cu,
-        cu_seq_lens_k=cu,
-        max_length_q=t,
-        max_length_k=t,
-    ).last_hidden_state
+    positions = torch.arange(t, device=device).repeat(b)
+    hidden = packed_hidden_states(model, batch.reshape(b * t), positions, cu, t)
     return model.get_output_embeddings()(hidden).view(b, t, -1)
 
 

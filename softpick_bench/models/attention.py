@@ -96,6 +96,23 @@ def has_attention_hooks(model) -> bool:
     return any(getattr(m, HOOKS_ATTR, None) is not None for m in model.modules())
 
 
+def packed_hidden_states(model, ids: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor,
+                         longest: int) -> torch.Tensor:
+    """The decoder's last hidden states (N, hidden) for one packed row of N tokens: `positions`
+    restarting at 0 for each sequence, `cu_seqlens` (S + 1 int32 offsets), `longest` the longest
+    sequence. Each sequence attends causally to itself only; no mask is built."""
+    return model.get_decoder()(
+        input_ids=ids[None],
+        position_ids=positions[None],
+        attention_mask=packed_attention_mask(ids.device),
+        use_cache=False,
+        cu_seq_lens_q=cu_seqlens,
+        cu_seq_lens_k=cu_seqlens,
+        max_length_q=longest,
+        max_length_k=longest,
+    ).last_hidden_state[0]
+
+
 def _is_packed_placeholder(mask) -> bool:
     return mask is not None and getattr(mask, _PACKED_ATTR, False)
 

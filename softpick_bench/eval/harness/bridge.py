@@ -43,7 +43,7 @@ from tqdm import tqdm
 from softpick_bench.models.attention import (
     PLAIN_HEAD_TYPES,
     has_attention_hooks,
-    packed_attention_mask,
+    packed_hidden_states,
     packing_problem,
 )
 
@@ -154,16 +154,7 @@ class BenchLM(HFLM):
         longest = int(lengths.max())
         model = self.model
         with torch.no_grad():
-            hidden = model.get_decoder()(
-                input_ids=ids_d[None],
-                position_ids=pos_d[None],
-                attention_mask=packed_attention_mask(device),
-                use_cache=False,
-                cu_seq_lens_q=cu_d,
-                cu_seq_lens_k=cu_d,
-                max_length_q=longest,
-                max_length_k=longest,
-            ).last_hidden_state[0]
+            hidden = packed_hidden_states(model, ids_d, pos_d, cu_d, longest)
             logits = model.get_output_embeddings()(hidden[rows_d]).float()
             logprobs = F.log_softmax(logits, dim=-1)
             token_lp = logprobs.gather(1, target_d[:, None]).squeeze(1)
