@@ -30,18 +30,18 @@
 #   ray-trim.whl: the ray wheel with `zip -d ray.whl 'ray/jars/*' 'ray/dashboard/client/build/static/js/*.map'`
 #   .carry/ray-a/ray.part-a: its first 20000000 bytes (`head -c`); .carry/ray-b/ray.part-b: the rest;
 #   .carry/ray-deps: the jsonschema, jsonschema-specifications, referencing and rpds-py cp312 wheels
-# Session 7: STEPS="bootstrap gputest forward sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072
-# --forward fused" (carry .whl-gpu and .carry/llama2-tokenizer only), then `collect` until done.
 # Ran 2026-12-02 (session 5): gptq and sweep (results/bench/*-h200.md; the sweep took 1181 s, so
 # calls 2 and 4 waited their full WAIT). The executors step failed there: every `process` child died
 # with "Cannot re-initialize CUDA in forked subprocess" (fixed since: spawned children on CUDA).
 # Session 6: STEPS="bootstrap executors sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072"
 # (the scoring forward ran at 7.6% of the bf16 peak with packs of 64 requests). gpu-smoke takes
 # about 95 s per executor run, so the executors step took 870 s and the device time ran out at 121
-# of the sweep's 180 cells (results/bench/sweep-packs-h200-partial.md). Next: the bootstrap (now
-# with the vectorised copy) and the sweep, no Ray calls needed:
-# `STEPS="bootstrap sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072" bash scripts/gpu_bench.sh start`
-# then `collect` twice.
+# of the sweep's 180 cells.
+# Session 7: STEPS="bootstrap gputest forward sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072
+# --forward fused" (carry .whl-gpu and .carry/llama2-tokenizer only; no Ray calls), then `collect`
+# twice: the matrix in 505 s (results/bench/sweep-h200.md). collect returns at most 8 files: copy
+# the ones a run needs by name. Next: STEPS="ppl sweep" with the same SWEEP_ARGS (packed wikitext2
+# windows, the sweep's phases in the stage table); about 480 s for the sweep.
 # Every call returns within WAIT seconds (default 540) and prints the driver's progress.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
