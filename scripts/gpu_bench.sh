@@ -39,8 +39,8 @@
 # of the sweep's 180 cells.
 # Session 7: STEPS="bootstrap gputest forward sweep" SWEEP_ARGS="--batch-size 4096 --batch-tokens 131072
 # --forward fused" (carry .whl-gpu and .carry/llama2-tokenizer only; no Ray calls), then `collect`
-# twice: the matrix in 505 s (results/bench/sweep-h200.md). collect returns at most 8 files: copy
-# the ones a run needs by name. Next: STEPS="ppl sweep" with the same SWEEP_ARGS (packed wikitext2
+# twice: the matrix in 505 s (results/bench/sweep-h200.md); $OUT takes at most 8 files, so
+# collect now returns only the tables this run wrote. Next: STEPS="ppl sweep" with the same SWEEP_ARGS (packed wikitext2
 # windows, the sweep's phases in the stage table); about 480 s for the sweep.
 # Every call returns within WAIT seconds (default 540) and prints the driver's progress.
 set -uo pipefail
@@ -114,7 +114,7 @@ driver() {
 
 case "${1:-}" in
   start)
-    rm -rf $SB && mkdir -p $SB && cp -a . $SB/ && mkdir -p $SITE $SB/results/bench
+    rm -rf $SB && mkdir -p $SB && cp -a . $SB/ && mkdir -p $SITE $SB/results/bench && touch /tmp/bench-start
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $SITE \
       .whl-gpu/*.whl $(ls .carry/ray-deps/*.whl 2>/dev/null) || exit 1
     (STEPS="$STEPS" SWEEP_ARGS="$SWEEP_ARGS" EXEC_REPEATS="$EXEC_REPEATS" setsid bash "$0" driver > $LOG 2>&1 &)
@@ -135,12 +135,12 @@ case "${1:-}" in
       && PYTHONPATH=$SITE python3 -c "import ray; print('ray', ray.__version__)" && touch $SITE/.ray-ready
     wait_for 'sweep|done'  # the executors step is over: its table comes back now
     progress
-    cp $SB/results/bench/*-h200.* "$OUT"/ 2>/dev/null
+    find $SB/results/bench -name '*-h200.*' -newer /tmp/bench-start -exec cp {} "$OUT"/ \;  # this run's only
     ;;
   collect)
     wait_for done
     progress
-    cp $SB/results/bench/*-h200.* "$OUT"/ 2>/dev/null
+    find $SB/results/bench -name '*-h200.*' -newer /tmp/bench-start -exec cp {} "$OUT"/ \;  # this run's only
     cp $LOG "$OUT"/ 2>/dev/null
     tar czf "$OUT/bench-sweep-run.tar.gz" -C /tmp/bench-sweep --exclude='*.items.json*' --exclude='requests' \
       --exclude='checkpoints' run 2>/dev/null
