@@ -73,11 +73,13 @@ def _packed_logits(model, batch: torch.Tensor) -> torch.Tensor:
     return model.get_output_embeddings()(hidden).view(b, t, -1)
 
 
-def window_nlls(model, ids: torch.Tensor, seq_len: int, batch_size: int, device: str) -> list[float]:
-    """Summed NLL of each non-overlapping window of `ids` (seq_len - 1 predicted tokens each)."""
+def window_nlls(model, ids: torch.Tensor, seq_len: int, batch_size: int, device: str,
+                path: str | None = None) -> list[float]:
+    """Summed NLL of each non-overlapping window of `ids` (seq_len - 1 predicted tokens each);
+    `path` as `attention_path(model)` gives it (computed when None)."""
     n_windows = ids.numel() // seq_len
     windows = ids[: n_windows * seq_len].view(n_windows, seq_len)
-    packed = attention_path(model) == "packed"
+    packed = (path or attention_path(model)) == "packed"
     sums: list[float] = []
     with torch.inference_mode():
         for start in range(0, n_windows, batch_size):
@@ -98,8 +100,9 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
         ids = ids[: max_windows * seq_len]
     if ids.numel() < seq_len:
         raise ValueError(f"wikitext2: {ids.numel()} tokens is less than one window of {seq_len}")
+    path = attention_path(target.model)
     with scoring_forward(target.model, spec.option("forward")):
-        sums = window_nlls(target.model, ids, seq_len, batch_size, target.device)
+        sums = window_nlls(target.model, ids, seq_len, batch_size, target.device, path)
     windows, per_window = len(sums), seq_len - 1
     count = windows * per_window
     mean = math.fsum(sums) / count
@@ -111,7 +114,7 @@ def wikitext2_perplexity(target: EvalTarget, spec: TaskSpec) -> TaskOutput:
         "dataset_tokens": total_tokens,
         "tokenizer": tokenizer_id(target.tokenizer),
         "forward": spec.option("forward"),
-        "attention_path": attention_path(target.model),
+        "attention_path": path,
         "convention": "gptq: rows joined with \\n\\n, non-overlapping windows, mean NLL over predicted tokens",
     }
     metric = Metric("ppl_gptq", math.exp(mean), None, higher_is_better=False, details=details)

@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama import modeling_llama
 
+# transformers' own rotary embedding, compiled as it is (it is pure tensor code)
+_EAGER_ROTARY = modeling_llama.apply_rotary_pos_emb
+
+
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     xf = x.float()
     return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
@@ -37,16 +41,6 @@ def _add_rms_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, eps: f
 
 def _silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _rotary(q, k, cos, sin, unsqueeze_dim=1):
-    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 
 _COMPILED: dict = {}
@@ -102,14 +96,13 @@ def fused_forward(model):
     if problem:
         raise ValueError(f"forward 'fused' cannot run on this model: {problem}; use forward 'eager'")
     layers = list(model.get_decoder().layers)
-    original_rotary = modeling_llama.apply_rotary_pos_emb
     for layer in layers:
         layer.forward = _layer_forward(layer)  # instance attribute: nn.Module.__call__ finds it first
-    modeling_llama.apply_rotary_pos_emb = _compiled(_rotary)  # LlamaAttention looks it up at each call
+    modeling_llama.apply_rotary_pos_emb = _compiled(_EAGER_ROTARY)  # LlamaAttention looks it up at each call
     try:
         yield model
     finally:
-        modeling_llama.apply_rotary_pos_emb = original_rotary
+        modeling_llama.apply_rotary_pos_emb = _EAGER_ROTARY
         for layer in layers:
             del layer.forward
 
