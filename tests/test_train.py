@@ -10,6 +10,8 @@ from tokenizers import Tokenizer
 from softpick_bench.kernels import reference
 from softpick_bench.models.checkpoint import load_checkpoint
 from softpick_bench.train.attention import _forward, choose_backend, train_attention_name
+from softpick_bench.train.determinism import deterministic
+from softpick_bench.train.reproduce import main as reproduce_main
 from softpick_bench.train.command import main as train_main
 from softpick_bench.train.config import TrainConfig
 from softpick_bench.train.data import TokenShards, encode_documents, train_batch, val_batches, write_shards
@@ -75,7 +77,24 @@ def test_training_attention_matches_reference(kind):
         torch.testing.assert_close(_forward(kind, backend, q, k, v, 0.3), ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError):
         train_attention_name("softpick", "sdpa")
-    assert choose_backend(kind, "cpu")[0] == "reference"
+    assert choose_backend([kind], "cpu")[0] == "reference"
+
+
+def test_one_training_attention_path_for_both_kinds():
+    assert choose_backend(["softmax", "softpick"], "cpu") == ("reference", "CPU: the reference path")
+    assert choose_backend(["softmax", "softpick"], "cuda", "kernel") == ("kernel", "requested")
+    with pytest.raises(ValueError, match="softmax only, not softpick"):
+        choose_backend(["softmax", "softpick"], "cuda", "sdpa")
+    with pytest.raises(ValueError, match="valid: auto, sdpa, kernel, reference"):
+        choose_backend(["softmax"], "cuda", "flash")
+    assert choose_backend(["softmax"], "cuda", "sdpa")[0] == "sdpa"
+
+
+def test_deterministic_settings_are_restored():
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic("cpu") as settings:
+        assert torch.are_deterministic_algorithms_enabled() and settings["torch_deterministic_algorithms"]
+    assert torch.are_deterministic_algorithms_enabled() == before
 
 
 def _toy_shards(folder):
@@ -118,6 +137,42 @@ def test_train_pair_end_to_end(tmp_path, rows):
     # identical init: attention kind adds no parameters, so step-0 weights match; the
     # pair's first-step losses differ only through attention
     assert first["softmax"] != first["softpick"]
+
+
+def _toy_recipe(tmp_path, rows="bos_first", seed=3):
+    recipe = tmp_path / f"toy-{seed}.yaml"
+    recipe.write_text(
+        f"name: toy\nrows: {rows}\nmodel: {{hidden: 32, layers: 2, heads: 2, intermediate: 64, max_positions: 64}}\n"
+        f"seq_len: 32\nbatch_size: 4\nsteps: 6\nlr: 1.0e-2\nwarmup_steps: 2\neval_every: 3\nval_rows: 8\n"
+        f"log_every: 1\nseed: {seed}\ntrack_analysis_samples: 0\n"
+    )
+    return recipe
+
+
+def test_retraining_a_seed_reproduces_both_checkpoints(tmp_path, capsys):
+    _toy_shards(tmp_path / "shards")
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        out = tmp_path / name
+        assert train_main(["train", "--config", str(_toy_recipe(tmp_path, seed=seed)), "--out", str(out),
+                           "--data", str(tmp_path / "shards"), "--device", "cpu"]) == 0
+        runs[name] = out
+    summary = json.loads((runs["a"] / "summary.json").read_text())
+    assert summary["attention"]["backend"] == "reference" and summary["determinism"]["torch_deterministic_algorithms"]
+    assert "time_limit_s" not in json.loads((runs["a"] / "softpick" / "train_config.json").read_text())
+    capsys.readouterr()
+    assert reproduce_main([str(runs["a"]), str(runs["b"]), "--out", str(tmp_path / "record.md")]) == 0
+    table = capsys.readouterr().out
+    assert table.count("| yes | yes |") == 2 and summary["sides"]["softmax"]["weights_sha256"][:16] in table
+    # a committed record (summary.json alone) is compared the same way
+    (tmp_path / "record").mkdir()
+    (tmp_path / "record" / "summary.json").write_text((runs["a"] / "summary.json").read_text())
+    assert reproduce_main([str(tmp_path / "record" / "summary.json"), str(runs["b"])]) == 0
+    assert reproduce_main([str(runs["a"]), str(runs["c"])]) == 1  # another seed: other weights
+    assert "NO: weights differ" in capsys.readouterr().out
+    (runs["b"] / "softmax" / "model.safetensors").write_bytes(b"tampered")
+    assert reproduce_main([str(runs["a"]), str(runs["b"])]) == 2  # weights no longer match their record
+    assert "differs from the" in capsys.readouterr().err
 
 
 def test_recipes_parse_and_reject_unknown_keys(tmp_path):

@@ -2,7 +2,8 @@
 
 Training rows have no padding, so these functions take plain causal attention and need
 no mask (transformers hands an unregistered-mask name attention_mask=None). Backends:
-- "sdpa": torch scaled_dot_product_attention, exact softmax (softmax only);
+- "sdpa": torch scaled_dot_product_attention, exact softmax (softmax only; its CUDA backward
+  is not deterministic, so pairs train through the kernel: `choose_backend`);
 - "kernel": the Triton flash kernel with its backward (softpick_bench.kernels.flash);
 - "reference": the materialised reference (softpick_bench.kernels.reference), any kind.
 After training the model is switched back to its registered kind before it is saved, so
@@ -77,20 +78,52 @@ def kernel_self_check(kind: str, device: str = "cuda", tol: float = 3e-2) -> tup
         rel = [float((a - b).norm() / b.norm().clamp_min(1e-12)) for a, b in zip(errs[0], errs[1])]
         ok = all(math.isfinite(r) and r < tol for r in rel)
         return ok, f"rel err out/dq/dk/dv = {', '.join(f'{r:.2e}' for r in rel)} (tol {tol})"
-    except Exception as exc:  # missing module, compile failure, bad result: the caller falls back
+    except Exception as exc:  # missing module, compile failure, bad result: the caller reports it
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def choose_backend(kind: str, device: str, requested: str = "auto") -> tuple[str, str]:
-    """(backend, why). auto: CPU -> reference; CUDA -> sdpa for softmax, verified kernel else reference."""
+def choose_backend(kinds, device: str, requested: str = "auto") -> tuple[str, str]:
+    """(backend, why): one training attention path for every kind of a pair.
+
+    Both sides of a pair go through the same code, so that they differ only in their
+    normalisation and retraining a seed reproduces both bit for bit. auto: CPU -> the
+    reference; CUDA -> the Triton kernel, whose backward is deterministic, once it passes its
+    self-check for every kind. A failing self-check is an error, never a silent switch to
+    another path; `attention_backend: reference` chooses the slow exact path explicitly.
+    """
+    kinds = tuple(kinds)
+    if requested not in ("auto", *BACKENDS):
+        raise ValueError(f"training attention backend {requested!r} unknown; valid: auto, {', '.join(BACKENDS)}")
+    if requested == "sdpa" and set(kinds) != {"softmax"}:
+        raise ValueError(f"the sdpa backend computes softmax only, not {', '.join(k for k in kinds if k != 'softmax')}")
     if requested != "auto":
         return requested, "requested"
     if device != "cuda":
         return "reference", "CPU: the reference path"
-    if kind == "softmax":
-        return "sdpa", "softmax on CUDA: torch SDPA (exact softmax)"
-    ok, why = kernel_self_check(kind, device)
-    if ok:
-        return "kernel", f"Triton kernel passed its self-check: {why}"
-    log.warning("Triton kernel unavailable or wrong (%s); training %s through the reference", why, kind)
-    return "reference", f"kernel self-check failed ({why}): materialised reference"
+    checks = {kind: kernel_self_check(kind, device) for kind in kinds}
+    failed = {kind: why for kind, (ok, why) in checks.items() if not ok}
+    if failed:
+        raise RuntimeError("the Triton attention kernel failed its self-check ("
+                           + "; ".join(f"{k}: {why}" for k, why in failed.items())
+                           + "); set attention_backend: reference to train through the materialised reference")
+    return "kernel", "Triton kernel for every kind, self-check passed: " + "; ".join(
+        f"{k} {why}" for k, (_, why) in checks.items())
+
+
+def implementation(backend: str, head_dim: int, seq_len: int) -> dict:
+    """What computes training attention on `backend`, recorded with each checkpoint."""
+    if backend == "kernel":
+        from dataclasses import asdict
+
+        import triton
+
+        from softpick_bench.kernels.flash import default_config
+
+        return {"backend": "kernel", "module": "softpick_bench.kernels.flash", "triton": triton.__version__,
+                "config": asdict(default_config(head_dim, seq_len)),
+                "backward": "dK/dV and dQ in separate kernels, every element written by one program (no atomics)"}
+    if backend == "sdpa":
+        return {"backend": "sdpa", "module": "torch.nn.functional.scaled_dot_product_attention",
+                "backward": "torch's choice of SDPA kernel; not deterministic on CUDA"}
+    return {"backend": "reference", "module": "softpick_bench.kernels.reference",
+            "backward": "torch autograd of the materialised scores"}

@@ -63,8 +63,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe option, e.g. --set weight_decay=0.5 --set model.layers=6 (repeatable)")
     p.add_argument("--time-limit", type=float, default=None, help="stop early after this many seconds")
-    p.add_argument("--attention-backend", choices=("auto", "kernel", "reference"), default=None,
-                   help="softpick's training attention on CUDA (auto: the Triton kernel if it passes a self-check)")
+    p.add_argument("--attention-backend", choices=("auto", "kernel", "reference", "sdpa"), default=None,
+                   help="training attention, one path for both kinds (auto: the Triton kernel on CUDA once it "
+                        "passes a self-check, the reference on CPU; sdpa: softmax-only recipes, not deterministic)")
     p.add_argument("--analysis", action="store_true", help="run the analysis metrics on both checkpoints")
     p.add_argument("--analysis-samples", type=int, default=100)
     p.add_argument("--analysis-seq-len", type=int, default=64, help="sample length (64: Gu et al.'s sink metric)")

@@ -43,7 +43,7 @@ class TrainConfig:
     track_analysis_samples: int = 32  # analysis metrics at every evaluation (0 = off): sinks over training
     track_analysis_seq_len: int = 64
     autocast: str = "bf16"  # bf16 on CUDA; CPU always runs float32
-    attention_backend: str = "auto"  # auto | kernel | reference (softpick); softmax auto -> sdpa
+    attention_backend: str = "auto"  # auto | kernel | reference | sdpa: one path for every kind (train/attention.py)
     save_dtype: str = "bfloat16"
     time_limit_s: float | None = None  # safety stop (logged as truncated), not part of the recipe
     data: str = ".carry/corpus"
@@ -73,6 +73,10 @@ class TrainConfig:
         d = asdict(self)
         d["kinds"] = list(self.kinds)
         return d
+
+    def recipe_dict(self) -> dict:
+        """What defines the checkpoints (saved beside them): the run's safety stop is not part of it."""
+        return {k: v for k, v in self.to_dict().items() if k != "time_limit_s"}
 
 
 def apply_setting(raw: dict, setting: str, where: str) -> None:

@@ -19,8 +19,9 @@ from transformers import AutoTokenizer
 
 from softpick_bench.models.checkpoint import save_checkpoint
 from softpick_bench.models.tiny import build_model, tiny_llama_config
-from softpick_bench.train.attention import choose_backend, train_attention_name
+from softpick_bench.train.attention import choose_backend, implementation, train_attention_name
 from softpick_bench.train.config import TrainConfig
+from softpick_bench.train.determinism import deterministic, weights_sha256
 from softpick_bench.train.data import TokenShards, tokenizer_hash, train_batch, val_batches
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "tokenizer"
@@ -76,11 +77,6 @@ def _autocast(cfg: TrainConfig, device: str):
     return torch.autocast(device_type="cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 @dataclass
 class SideState:
     kind: str
@@ -105,7 +101,11 @@ class JsonlLog:
 
 def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: Path | None = None) -> dict:
     """Train every kind of `cfg` on the same batches; save checkpoints; return the summary."""
-    out_dir = Path(out_dir)
+    with deterministic(device) as settings:
+        return _train_pair(cfg, Path(out_dir), device, data_dir, settings)
+
+
+def _train_pair(cfg: TrainConfig, out_dir: Path, device: str, data_dir: Path | None, settings: dict) -> dict:
     shards = TokenShards.open(Path(data_dir or cfg.data))
     tok_hash = tokenizer_hash(TOKENIZER_DIR / "tokenizer.json")
     if shards.meta.get("tokenizer_sha256_16") != tok_hash:
@@ -121,9 +121,11 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
     )
     log = JsonlLog(out_dir / "train_log.jsonl")
     sides: list[SideState] = []
+    backend, why = choose_backend(cfg.kinds, device, cfg.attention_backend)
+    attention = implementation(backend, shape.hidden // shape.heads, cfg.seq_len)
+    log.write(event="determinism", attention=attention, **settings)
     for kind in cfg.kinds:
         model = build_model(model_config, kind, seed=cfg.seed).to(device).train()
-        backend, why = choose_backend(kind, device, cfg.attention_backend if kind != "softmax" else "auto")
         model.config._attn_implementation = train_attention_name(kind, backend)
         opt = make_optimizer(model, cfg, fused=device == "cuda")
         sides.append(SideState(kind, model, opt, backend, why))
@@ -185,7 +187,8 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
         if truncated:
             print(f"time limit {cfg.time_limit_s} s reached: stopped after {steps_done} steps", flush=True)
             break
-    summary = {"config": cfg.to_dict(), "steps_done": steps_done, "truncated": truncated,
+    summary = {"config": cfg.to_dict(), "attention": attention, "determinism": settings,
+               "steps_done": steps_done, "truncated": truncated,
                "tokens_seen": steps_done * tokens_per_step, "wall_s": time.time() - start, "device": device,
                "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "data": shards.meta, "sides": {}}
     for side in sides:
@@ -205,9 +208,11 @@ def train_pair(cfg: TrainConfig, out_dir: Path, device: str = "cpu", data_dir: P
         summary["sides"][side.kind] = info
         save_checkpoint(side.model, tokenizer, out_dir / side.kind, side.kind, extra={"training": {
             "recipe": cfg.name, "seed": cfg.seed, "steps": steps_done, "tokens": steps_done * tokens_per_step,
-            "train_attention_backend": side.backend, "final_train_loss": info["final_train_loss"],
+            "train_attention_backend": side.backend, "train_attention": attention, "determinism": settings,
+            "final_train_loss": info["final_train_loss"],
             "final_val_loss": info["final_val_loss"], "data": shards.meta.get("train_files"),
         }})
-        (out_dir / side.kind / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        (out_dir / side.kind / "train_config.json").write_text(json.dumps(cfg.recipe_dict(), indent=2) + "\n")
+        info["weights_sha256"] = weights_sha256(out_dir / side.kind)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
