@@ -17,7 +17,8 @@
 # `sweep` return at once and keep running in their own process session.
 # Environment: WORK (/tmp/softpick-study), STUDY (runs/demo-study-v2), RECIPE (configs/train/demo.yaml),
 # SHARDS (8), SITE ($WORK/site: where `wheels` installs), TRAIN_LIMIT (safety stop per training, 1500 s),
-# VAL_FILE (the held-out text file among the corpus folders, part-003.txt.xz).
+# VAL_FILE (the held-out text file among the corpus folders, part-003.txt.xz), TEST_WORKERS (8: pytest-xdist
+# processes for `check`).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 WORK=${WORK:-/tmp/softpick-study}
@@ -61,7 +62,10 @@ progress() {
     echo "$name [$state]: $(grep -a -E '^(step|\[)' "$LOGS/$name.log" 2>/dev/null | tail -n 1 | cut -c1-160)"
   done
   local cells=$WORK/$STUDY/sweep/cells
-  [ -d "$cells" ] && echo "records: $(ls "$cells" | grep -c '[0-9a-f]\.json$') ok, $(ls "$cells" | grep -c 'error\.json$') error"
+  if [ -d "$cells" ]; then
+    echo "records: $(ls "$cells" | grep -c '[0-9a-f]\.json$') ok, $(ls "$cells" | grep -c 'error\.json$') error"
+  fi
+  return 0
 }
 
 running() {
@@ -92,7 +96,7 @@ case "${1:-}" in
   check)
     enter
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-    python3 -m pytest tests/gpu -q -p no:cacheprovider -x 2>&1 | tail -n 25
+    python3 -m pytest tests/gpu -q -p no:cacheprovider -n "${TEST_WORKERS:-8}" 2>&1 | tail -n 25
     ;;
   wheels)
     [ -d "${2:-}" ] || { echo "usage: $0 wheels DIR (a folder of .whl files)"; exit 2; }
